@@ -1,0 +1,126 @@
+"""Modbus RTU over a serial line (an RS-485 adapter): what the Modbus drivers share.
+
+minimalmodbus frames the requests and checks the answers; this module owns the serial
+port, bounds the retries and turns minimalmodbus' exceptions into ``drivers.errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+import minimalmodbus
+import serial
+
+from drivers.errors import BusError, CrcError, ModbusExceptionError, SensorTimeout
+
+READ_HOLDING_REGISTERS = 0x03
+READ_INPUT_REGISTERS = 0x04
+
+# A device at 9600 baud answers a short read within a few tens of milliseconds and a USB
+# adapter adds its latency timer; more than that means it is not going to answer, and a
+# poll cycle should not stall much longer on a device that is gone.
+DEFAULT_TIMEOUT_S = 0.5
+
+# Timeouts and CRC errors are noise on the line or a device busy with a conversion: a
+# repeat usually gets through. An exception response is the device's considered answer,
+# so it is not repeated.
+RETRIES = 2
+
+
+def signed16(value: int) -> int:
+    return value - 0x10000 if value & 0x8000 else value
+
+
+class _RecordingSerial(serial.Serial):
+    """Remembers the last answer: minimalmodbus puts an exception code only in a message."""
+
+    last_read: bytes = b""
+
+    def read(self, size: int = 1) -> bytes:
+        self.last_read = super().read(size)
+        return self.last_read
+
+
+class ModbusRTU:
+    """One Modbus unit on a serial port, 8N1. Also a context manager that closes the port."""
+
+    def __init__(
+        self,
+        port: str,
+        unit: int,
+        baudrate: int = 9600,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        retries: int = RETRIES,
+    ) -> None:
+        self.port = port
+        self.unit = unit
+        self.retries = retries
+        # Our own port object rather than a path: minimalmodbus would cache a port it
+        # opened by path in a module-wide table, shared by every instrument on that path.
+        try:
+            self._serial = _RecordingSerial(
+                port=port,
+                baudrate=baudrate,
+                bytesize=serial.EIGHTBITS,
+                parity=serial.PARITY_NONE,
+                stopbits=serial.STOPBITS_ONE,
+                timeout=timeout,
+                write_timeout=timeout,
+            )
+        except serial.SerialException as exc:
+            raise BusError(f"cannot open {port}: {exc}") from exc
+        self._instrument = minimalmodbus.Instrument(
+            self._serial, unit, close_port_after_each_call=False
+        )
+        # A late answer to a timed-out request must not be taken for the next one's.
+        self._instrument.clear_buffers_before_each_transaction = True
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__} unit {self.unit} on {self.port}"
+
+    def read_registers(
+        self, address: int, count: int, function: int = READ_HOLDING_REGISTERS
+    ) -> list[int]:
+        """Read ``count`` 16-bit registers from ``address`` with function 0x03 or 0x04."""
+        for _ in range(self.retries):
+            try:
+                return self._read_once(address, count, function)
+            except (SensorTimeout, CrcError):
+                continue
+        return self._read_once(address, count, function)
+
+    def _read_once(self, address: int, count: int, function: int) -> list[int]:
+        what = f"{self}: function 0x{function:02X} at 0x{address:04X}"
+        # minimalmodbus would silently reopen a closed port and leak it.
+        if not self._serial.is_open:
+            raise BusError(f"{what}: port closed")
+        try:
+            values: list[int] = self._instrument.read_registers(address, count, function)
+        except minimalmodbus.NoResponseError as exc:
+            raise SensorTimeout(f"{what}: no answer") from exc
+        except minimalmodbus.InvalidResponseError as exc:
+            # minimalmodbus has no CRC error type; this is the wording of its check.
+            if str(exc).startswith("Checksum error"):
+                raise CrcError(f"{what}: {exc}") from exc
+            raise BusError(f"{what}: {exc}") from exc
+        except minimalmodbus.SlaveReportedException as exc:
+            raise self._exception_response(what) from exc
+        except OSError as exc:
+            # serial.SerialException and minimalmodbus' remaining errors are OSErrors.
+            raise BusError(f"{what}: {exc}") from exc
+        return values
+
+    def _exception_response(self, what: str) -> ModbusExceptionError:
+        # minimalmodbus raises SlaveReportedException only after checking that the
+        # answer is at least address, function | 0x80 and code long.
+        code = self._serial.last_read[2]
+        return ModbusExceptionError(code, f"{what}: exception code {code}")
+
+    def close(self) -> None:
+        self._serial.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

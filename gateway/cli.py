@@ -1,0 +1,62 @@
+"""The ``edge-gateway`` command line: one function per command.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid input. Errors are one
+line each on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gateway import __version__, configfile
+
+EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        configfile.load(args.file)
+    except configfile.ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{args.file}: ok")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway import daemon  # the daemon's imports (gmqtt, asyncio machinery) only here
+
+    try:
+        return daemon.run(args.config)
+    except configfile.ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return EXIT_INVALID
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-gateway", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
+    run.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    run.set_defaults(handler=cmd_run)
+
+    check = commands.add_parser("check-config", help="validate a device file")
+    check.add_argument("file", type=Path, metavar="FILE")
+    check.set_defaults(handler=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return EXIT_FAILURE

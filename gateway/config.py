@@ -1,0 +1,175 @@
+"""The device configuration: pydantic models of SPEC section 3.
+
+Every model forbids unknown keys, so a typo is an error rather than a silently ignored
+setting. Loading from YAML, with line numbers for errors, is in ``configfile``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+"""Names that appear in topics: no MQTT wildcards, separators or whitespace."""
+
+TopicName = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    host: str
+    port: int
+    tls: bool
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_broker_url(value: object) -> BrokerUrl:
+    if isinstance(value, BrokerUrl):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a URL such as mqtt://host:1883")  # noqa: TRY004
+    parts = urlsplit(value)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"scheme must be mqtt:// or mqtts://, not {value!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port in {value!r}") from exc
+    if not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"expected mqtt://host:port, got {value!r}")
+    tls = parts.scheme == "mqtts"
+    return BrokerUrl(parts.hostname, port or (8883 if tls else 1883), tls)
+
+
+Broker = Annotated[BrokerUrl, PlainValidator(parse_broker_url), PlainSerializer(str)]
+
+
+class Backoff(Section):
+    initial_s: float = Field(1.0, gt=0)
+    max_s: float = Field(60.0, gt=0)
+
+
+class MqttConfig(Section):
+    brokers: list[Broker] = Field(min_length=1)
+    topic_prefix: TopicName = "gw"
+    client_id: TopicName | None = None
+    qos: Literal[0, 1] = 1
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    backoff: Backoff = Backoff()
+    # On SIGTERM, how long the uplink may keep draining the queue before it goes offline.
+    shutdown_flush_s: float = Field(5.0, ge=0)
+
+
+class QueueConfig(Section):
+    memory_max_messages: int = Field(10_000, ge=1)
+    drop_policy: Literal["oldest", "newest"] = "oldest"
+
+
+class Calibrate(Section):
+    """``value * scale + offset`` per quantity; quantities not named pass unchanged."""
+
+    stage: Literal["calibrate"]
+    offset: dict[str, float] = {}
+    scale: dict[str, float] = {}
+
+
+Stage = Annotated[Calibrate, Field(discriminator="stage")]
+
+
+class SimFaults(Section):
+    """Fault injection for emulated sensors (``bus: sim`` / ``port: sim`` only)."""
+
+    nack_rate: float = Field(0.0, ge=0, le=1)
+    corrupt_crc_rate: float = Field(0.0, ge=0, le=1)
+    no_answer_rate: float = Field(0.0, ge=0, le=1)
+    unplugged: bool = False
+    stuck: bool = False
+    seed: int = 0
+
+
+I2C_BUS_PATTERN = re.compile(r"^/dev/i2c-\d+$")
+
+
+def check_i2c_bus(value: object) -> int | str:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and (value == "sim" or I2C_BUS_PATTERN.match(value)):
+        return value
+    raise ValueError("bus must be a bus number, a /dev/i2c-N path, or sim")
+
+
+I2CBusName = Annotated[int | str, PlainValidator(check_i2c_bus)]
+
+
+class SensorBase(Section):
+    name: TopicName
+    interval_s: float = Field(gt=0)
+    pipeline: list[Stage] = []
+    sim: SimFaults | None = None
+
+
+class SHT3xSensor(SensorBase):
+    driver: Literal["sht3x"]
+    bus: I2CBusName
+    address: Literal[0x44, 0x45] = 0x44
+    repeatability: Literal["high", "medium", "low"] = "high"
+
+
+Sensor = Annotated[SHT3xSensor, Field(discriminator="driver")]
+
+
+class LoggingConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = "auto"
+
+
+class HeartbeatConfig(Section):
+    pass
+
+
+class RemoteConfigConfig(Section):
+    pass
+
+
+class FirmwareConfig(Section):
+    pass
+
+
+class Config(Section):
+    device_id: TopicName
+    groups: list[TopicName] = []
+    mqtt: MqttConfig
+    queue: QueueConfig = QueueConfig()
+    sensors: list[Sensor] = []
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
+    remote_config: RemoteConfigConfig = RemoteConfigConfig()
+    firmware: FirmwareConfig = FirmwareConfig()
+    logging: LoggingConfig = LoggingConfig()
+    state_dir: Annotated[Path, Field(strict=False)] = Path("/var/lib/edge-gateway")
+
+
+def semantic_errors(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
+    """Rules that span fields, as (location, message) pairs like pydantic's own."""
+    errors: list[tuple[tuple[str | int, ...], str]] = []
+    seen: set[str] = set()
+    for index, sensor in enumerate(config.sensors):
+        if sensor.name in seen:
+            errors.append((("sensors", index, "name"), f"duplicate sensor name {sensor.name!r}"))
+        seen.add(sensor.name)
+        if sensor.sim is not None and sensor.bus != "sim":
+            errors.append((("sensors", index, "sim"), "fault injection needs bus: sim"))
+    if config.mqtt.backoff.max_s < config.mqtt.backoff.initial_s:
+        errors.append((("mqtt", "backoff", "max_s"), "must be at least initial_s"))
+    return errors
