@@ -6,6 +6,7 @@ port, bounds the retries and turns minimalmodbus' exceptions into ``drivers.erro
 
 from __future__ import annotations
 
+import termios
 from typing import Self
 
 import minimalmodbus
@@ -105,8 +106,9 @@ class ModbusRTU:
             raise BusError(f"{what}: {exc}") from exc
         except minimalmodbus.SlaveReportedException as exc:
             raise self._exception_response(what) from exc
-        except OSError as exc:
-            # serial.SerialException and minimalmodbus' remaining errors are OSErrors.
+        except (OSError, termios.error) as exc:
+            # serial.SerialException and minimalmodbus' remaining errors are OSErrors;
+            # pyserial lets termios.error through when an unplugged adapter fails tcflush.
             raise BusError(f"{what}: {exc}") from exc
         return values
 

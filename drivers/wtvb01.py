@@ -36,7 +36,9 @@ class WTVB01(ModbusRTU):
 
         def axes(name: str, first: int, per_unit: float) -> dict[str, float]:
             raw = block[first - FIRST : first - FIRST + 3]
-            return {name.format(axis): value / per_unit for axis, value in zip(AXES, raw, strict=True)}
+            return {
+                name.format(axis): value / per_unit for axis, value in zip(AXES, raw, strict=True)
+            }
 
         return {
             **axes("accel_{}_g", ACCEL_X, 32768.0 / ACCEL_FULL_SCALE_G),

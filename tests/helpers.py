@@ -1,0 +1,187 @@
+"""Real parts for tests: a Mosquitto broker, a subscriber, the daemon as a process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Broker:
+    """A Mosquitto of our own on a free loopback port; stop/start keep the port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "log_dest stderr\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        log = (self.workdir / "mosquitto.log").open("ab")
+        self.proc = subprocess.Popen([mosquitto, "-c", str(self.conf)], stdout=log, stderr=log)
+        log.close()
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@dataclass
+class Received:
+    retained: bool
+    topic: str
+    payload: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Subscriber:
+    """``mosquitto_sub`` on a topic filter; messages are read with a timeout."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self._lines: queue.Queue[bytes] = queue.Queue()
+        self.proc = subprocess.Popen(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-q", "1",
+             "-F", "%r|%t|%p"],
+            stdout=subprocess.PIPE,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        # Our payloads are single-line JSON, so one line is one message.
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line.rstrip(b"\n"))
+
+    def get(self, timeout: float = 10.0) -> Received:
+        line = self._lines.get(timeout=timeout)
+        retained, topic, payload = line.split(b"|", 2)
+        return Received(retained == b"1", topic.decode(), payload)
+
+    def until(self, predicate: Any, timeout: float = 15.0) -> Received:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no matching message")
+            message = self.get(left)
+            if predicate(message):
+                return message
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+def retained(port: int, topic: str, timeout: float = 5.0) -> Received:
+    sub = Subscriber(port, topic)
+    try:
+        return sub.get(timeout)
+    finally:
+        sub.close()
+
+
+def device_config(broker_port: int, state_dir: Path, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "device_id": "dev-1",
+        "state_dir": str(state_dir),
+        "mqtt": {
+            "brokers": [f"mqtt://127.0.0.1:{broker_port}"],
+            "keepalive_s": 5,
+            "backoff": {"initial_s": 0.1, "max_s": 0.5},
+        },
+        "sensors": [
+            {"name": "room", "driver": "sht3x", "bus": "sim", "interval_s": 0.05},
+        ],
+        "logging": {"level": "debug", "format": "json"},
+    }
+    config.update(overrides)
+    return config
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+class DaemonProcess:
+    """``edge-gateway run`` as a child process, its log in a file."""
+
+    def __init__(self, config: Path) -> None:
+        self.log_path = config.with_suffix(".log")
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "-c", str(config)],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        for line in self.log().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                yield json.loads(line)
