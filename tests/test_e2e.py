@@ -30,7 +30,8 @@ def wait_online(port: int, boot_id: str | None = None) -> dict[str, object]:
             continue  # nothing retained yet
         status = message.json()
         # A live (not retained) message only means we subscribed first; ask again.
-        if message.retained and status["state"] == "online" and boot_id in (None, status["boot_id"]):
+        fresh = boot_id in (None, status["boot_id"])
+        if message.retained and status["state"] == "online" and fresh:
             return dict(status)
         time.sleep(0.1)
     raise AssertionError("device never came online")
