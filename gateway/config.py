@@ -12,16 +12,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
+from pydantic import Field, PlainSerializer, PlainValidator
+
+from gateway.section import Section
+from gateway.stage_config import Stage
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 """Names that appear in topics: no MQTT wildcards, separators or whitespace."""
 
 TopicName = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 @dataclass(frozen=True)
@@ -75,17 +74,6 @@ class MqttConfig(Section):
 class QueueConfig(Section):
     memory_max_messages: int = Field(10_000, ge=1)
     drop_policy: Literal["oldest", "newest"] = "oldest"
-
-
-class Calibrate(Section):
-    """``value * scale + offset`` per quantity; quantities not named pass unchanged."""
-
-    stage: Literal["calibrate"]
-    offset: dict[str, float] = {}
-    scale: dict[str, float] = {}
-
-
-Stage = Annotated[Calibrate, Field(discriminator="stage")]
 
 
 class SimFaults(Section):

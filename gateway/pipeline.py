@@ -12,9 +12,9 @@ from typing import Protocol
 import structlog
 
 from gateway import codec
-from gateway.config import Calibrate, Stage
 from gateway.queue import Message, MessageQueue
 from gateway.seq import SeqStore
+from gateway.stage_config import Calibrate, Stage
 
 log = structlog.get_logger(__name__)
 
