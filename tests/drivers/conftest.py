@@ -6,12 +6,13 @@ import os
 import select
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 
 def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+    return sum(1 for _ in Path("/proc/self/fd").iterdir())
 
 
 @pytest.fixture
