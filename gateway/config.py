@@ -59,20 +59,45 @@ class Backoff(Section):
     max_s: float = Field(60.0, gt=0)
 
 
+class TlsConfig(Section):
+    """For ``mqtts://`` brokers: the CA to trust and, for mutual TLS, our certificate."""
+
+    ca_file: Annotated[Path, Field(strict=False)] | None = None
+    cert_file: Annotated[Path, Field(strict=False)] | None = None
+    key_file: Annotated[Path, Field(strict=False)] | None = None
+    verify_hostname: bool = True
+
+
 class MqttConfig(Section):
     brokers: list[Broker] = Field(min_length=1)
     topic_prefix: TopicName = "gw"
     client_id: TopicName | None = None
     qos: Literal[0, 1] = 1
-    keepalive_s: int = Field(30, ge=5, le=3600)
+    keepalive_s: int = Field(30, ge=1, le=3600)
     connect_timeout_s: float = Field(10.0, gt=0)
     backoff: Backoff = Backoff()
+    tls: TlsConfig = TlsConfig()
+    username: str | None = None
+    password_file: Annotated[Path, Field(strict=False)] | None = None
+    # Messages per second leaving the queue; cloud brokers throttle or disconnect a
+    # client above their cap (AWS IoT Core: 100/s). None: as fast as acks allow.
+    max_publish_rate: float | None = Field(None, gt=0)
+    # Unacknowledged QoS 1 messages at once; the broker's receive maximum caps it too.
+    max_in_flight: int = Field(100, ge=1, le=65535)
+    session_expiry_s: int | None = Field(None, ge=0, le=0xFFFFFFFF)
+    message_expiry_s: int | None = Field(None, ge=1, le=0xFFFFFFFF)
     # On SIGTERM, how long the uplink may keep draining the queue before it goes offline.
     shutdown_flush_s: float = Field(5.0, ge=0)
 
 
 class QueueConfig(Section):
-    memory_max_messages: int = Field(10_000, ge=1)
+    memory_max_messages: int = Field(10_000, ge=2)
+    memory_max_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # 0 keeps the queue in memory only; above 0, state_dir/queue.db takes the overflow.
+    disk_max_bytes: int = Field(0, ge=0)
+    # With the disk tier on, a message unsent for this long is written to disk, so a
+    # broker outage followed by a crash or power cut loses at most this much.
+    spill_after_s: float = Field(2.0, gt=0)
     drop_policy: Literal["oldest", "newest"] = "oldest"
 
 
@@ -158,6 +183,11 @@ def semantic_errors(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
         seen.add(sensor.name)
         if sensor.sim is not None and sensor.bus != "sim":
             errors.append((("sensors", index, "sim"), "fault injection needs bus: sim"))
+    tls = config.mqtt.tls
+    if (tls.cert_file is None) != (tls.key_file is None):
+        errors.append((("mqtt", "tls"), "cert_file and key_file go together"))
+    if config.mqtt.password_file is not None and config.mqtt.username is None:
+        errors.append((("mqtt", "password_file"), "needs mqtt.username"))
     if config.mqtt.backoff.max_s < config.mqtt.backoff.initial_s:
         errors.append((("mqtt", "backoff", "max_s"), "must be at least initial_s"))
     return errors

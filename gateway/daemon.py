@@ -88,18 +88,24 @@ class Daemon:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         seqs = SeqStore(config.state_dir / "seq.json", self._offload)
         seqs.load()
+        queue = MessageQueue(config.queue, config.state_dir)
         shared = Shared(
-            queue=MessageQueue(config.queue.memory_max_messages, config.queue.drop_policy),
+            queue=queue,
             seqs=seqs,
             identity=Identity(config.device_id, __version__, uuid.uuid4().hex),
         )
         log.info("daemon.started", version=__version__, config=str(self.path),
                  device=config.device_id)
         try:
+            await queue.open()
             with Signals() as signals:
-                while await self._generation(config, shared, signals) is Event.RELOAD:
-                    config = self._reload(config)
+                async with asyncio.TaskGroup() as tg:
+                    spiller = tg.create_task(queue.run(), name="queue")
+                    while await self._generation(config, shared, signals) is Event.RELOAD:
+                        config = self._reload(config)
+                    spiller.cancel()
         finally:
+            await queue.close()
             self._io.shutdown(wait=True)
         log.info("daemon.stopped")
         return 0
@@ -111,10 +117,11 @@ class Daemon:
             for issue in exc.issues:
                 log.error("config.reload_rejected", error=str(issue))
             return running
-        if (config.device_id, config.state_dir) != (running.device_id, running.state_dir):
-            # Identity and state location are fixed for the life of the process: changing
-            # them under a running queue and seq store would mix two devices' data.
-            log.error("config.reload_rejected", error="device_id and state_dir need a restart")
+        fixed = ("device_id", "state_dir", "queue")
+        if any(getattr(config, key) != getattr(running, key) for key in fixed):
+            # Identity, state location and the queue live as long as the process: changing
+            # them under a running queue and seq store would mix or lose data.
+            log.error("config.reload_rejected", error=f"{', '.join(fixed)} need a restart")
             return running
         logsetup.configure(config.logging.level, config.logging.format)
         log.info("config.reloaded", sensors=len(config.sensors))

@@ -1,10 +1,11 @@
 """The MQTT uplink: one supervised gmqtt connection at a time.
 
 The supervisor connects to the configured brokers in turn, with exponential backoff and
-full jitter between attempts. Each connection owns a TaskGroup for its publishing
-loop; when the connection is lost, that group is cancelled and awaited before the next
-attempt, so nothing of an old connection survives into the next one. gmqtt's own
-reconnect logic is disabled: it would race the supervisor.
+full jitter between attempts, reset after a connection that stayed up. Each connection
+owns a TaskGroup (publisher, liveness watch); when the connection is lost, that group is
+cancelled and awaited, the socket is closed, and every unacknowledged message goes back
+to the queue, before the next attempt. So nothing of one connection survives into the
+next, and the queue stays the single source of truth for what the broker has not got.
 """
 
 from __future__ import annotations
@@ -14,42 +15,24 @@ import random
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
-from gmqtt import Client, Message
+from gmqtt import Message as MqttMessage
 from gmqtt.mqtt.constants import MQTTv50
-from gmqtt.storage import PersistentStorage
 
 from gateway import codec
 from gateway.config import BrokerUrl, MqttConfig
-from gateway.queue import MessageQueue
+from gateway.mqtt_client import AckTracker, SupervisedClient
+from gateway.queue import Message, MessageQueue
+from gateway.ratelimit import TokenBucket
 
 log = structlog.get_logger(__name__)
 
-# Below Mosquitto's default receive maximum (20): gmqtt raises OverflowError past it.
-IN_FLIGHT_WINDOW = 16
 DISCONNECT_TIMEOUT_S = 2.0
-
-
-class _SupervisedClient(Client):  # type: ignore[misc]
-    async def reconnect(self, delay: bool = False) -> None:
-        """The supervisor reconnects, never gmqtt itself."""
-
-
-class _InFlight(PersistentStorage):  # type: ignore[misc]
-    """gmqtt's store of unacknowledged QoS 1 messages, with a wake-up on every ack."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.acked = asyncio.Event()
-
-    def __len__(self) -> int:
-        return len(self._messages)
-
-    def remove_message_by_mid(self, mid: int) -> None:
-        super().remove_message_by_mid(mid)
-        self.acked.set()
+# The broker must answer within 1.5 keepalives; we ping after half of one of silence,
+# so a healthy broker always has a full keepalive to answer.
+DEAD_AFTER_KEEPALIVES = 1.5
+PING_AFTER_KEEPALIVES = 0.5
 
 
 @dataclass(frozen=True)
@@ -59,122 +42,196 @@ class Identity:
     boot_id: str
 
 
+@dataclass
+class UplinkStats:
+    connected: bool
+    broker: str | None
+    reconnects: int
+    last_error: str | None
+
+
 class Uplink:
     def __init__(self, config: MqttConfig, identity: Identity, queue: MessageQueue) -> None:
         self._config = config
         self._identity = identity
         self._queue = queue
         self._status_topic = f"{config.topic_prefix}/{identity.device_id}/status"
-        self._client: _SupervisedClient | None = None
-        self._connected = asyncio.Event()
+        self._client: SupervisedClient | None = None
+        self._broker: BrokerUrl | None = None
         self._closing = False
+        self._bucket = TokenBucket(config.max_publish_rate) if config.max_publish_rate else None
         self.reconnects = 0
+        self.last_error: str | None = None
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._client is not None
+
+    def stats(self) -> UplinkStats:
+        broker = str(self._broker) if self._broker and self.connected else None
+        return UplinkStats(self.connected, broker, self.reconnects, self.last_error)
 
     async def run(self) -> None:
         """Keep a connection up until cancelled or shut down."""
         backoff = self._config.backoff
-        attempt = 0
         brokers = self._config.brokers
+        attempt = 0
+        turn = 0
         while True:
-            broker = brokers[attempt % len(brokers)]
+            broker = brokers[turn % len(brokers)]
             started = time.monotonic()
             try:
                 await self._session(broker)
-            except Exception as exc:  # any failure of one connection is retried on the next
-                log.warning("uplink.disconnected", broker=str(broker), error=_describe(exc))
-            else:
-                log.warning("uplink.disconnected", broker=str(broker), error="connection closed")
+                error = "connection closed"
+            except Exception as exc:  # whatever ended this connection, the next one retries
+                error = _describe(exc)
+            self.last_error = error
+            log.warning("uplink.disconnected", broker=str(broker), error=error)
             if self._closing:
                 return
-            # A connection that stayed up for a while was healthy: start backing off anew.
+            # A connection that stayed up a while was healthy: back off from the start.
             if time.monotonic() - started > backoff.max_s:
                 attempt = 0
             delay = random.uniform(0, min(backoff.max_s, backoff.initial_s * 2**attempt))
             attempt += 1
+            turn += 1
             self.reconnects += 1
             await asyncio.sleep(delay)
 
     async def _session(self, broker: BrokerUrl) -> None:
         lost = asyncio.Event()
-        in_flight = _InFlight()
-        client = _SupervisedClient(
-            self._config.client_id or self._identity.device_id,
-            will_message=Message(
-                self._status_topic, codec.status_offline("connection lost"), qos=1, retain=True
-            ),
-            persistent_storage=in_flight,
-        )
+        sent: dict[int, Message] = {}
+
+        def on_ack(mid: int) -> None:
+            message = sent.pop(mid, None)
+            if message is not None:
+                self._queue.ack(message)
+
+        acks = AckTracker(on_ack)
+        client = self._new_client(acks)
         client.on_disconnect = lambda *_: lost.set()
         try:
             async with asyncio.timeout(self._config.connect_timeout_s):
                 await client.connect(
                     broker.host,
                     broker.port,
-                    ssl=ssl.create_default_context() if broker.tls else False,
+                    ssl=self._tls_context() if broker.tls else False,
                     keepalive=self._config.keepalive_s,
                     version=MQTTv50,
                 )
-            log.info("uplink.connected", broker=str(broker))
+            window = min(self._config.max_in_flight, client.receive_maximum - 1)
+            log.info("uplink.connected", broker=str(broker), window=window)
             client.publish(
                 self._status_topic,
                 codec.status_online(time.time(), self._identity.version, self._identity.boot_id),
                 qos=1,
                 retain=True,
             )
-            self._client = client
-            self._connected.set()
+            self._client, self._broker = client, broker
             async with asyncio.TaskGroup() as tg:
-                pump = tg.create_task(self._pump(client, in_flight))
+                tasks = [
+                    tg.create_task(self._publish(client, acks, sent, window)),
+                    tg.create_task(self._watch_liveness(client, lost)),
+                ]
                 await lost.wait()
-                pump.cancel()
+                for task in tasks:
+                    task.cancel()
         finally:
-            self._connected.clear()
             self._client = None
             await _close(client)
+            self._queue.rewind()
 
-    async def _pump(self, client: _SupervisedClient, in_flight: _InFlight) -> None:
+    def _new_client(self, acks: AckTracker) -> SupervisedClient:
+        config = self._config
+        properties = {}
+        if config.session_expiry_s is not None:
+            properties["session_expiry_interval"] = config.session_expiry_s
+        client = SupervisedClient(
+            config.client_id or self._identity.device_id,
+            clean_session=config.session_expiry_s is None,
+            will_message=MqttMessage(
+                self._status_topic, codec.status_offline("connection lost"), qos=1, retain=True
+            ),
+            persistent_storage=acks,
+            **properties,
+        )
+        if config.username is not None:
+            password = None
+            if config.password_file is not None:
+                password = config.password_file.read_text().rstrip("\r\n")
+            client.set_auth_credentials(config.username, password)
+        return client
+
+    def _tls_context(self) -> ssl.SSLContext:
+        tls = self._config.tls
+        context = ssl.create_default_context(cafile=tls.ca_file)
+        context.check_hostname = tls.verify_hostname
+        if tls.cert_file is not None:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+        return context
+
+    async def _publish(
+        self, client: SupervisedClient, acks: AckTracker, sent: dict[int, Message], window: int
+    ) -> None:
+        expiry = self._config.message_expiry_s
+        extra = {"message_expiry_interval": expiry} if expiry else {}
         while True:
-            message = await self._queue.peek()
-            while len(in_flight) >= IN_FLIGHT_WINDOW:
-                in_flight.acked.clear()
-                await in_flight.acked.wait()
-            client.publish(message.topic, message.payload, qos=message.qos)
-            self._queue.remove(message)
-            # Let acknowledgements and other tasks in between two publishes.
-            await asyncio.sleep(0)
+            message = await self._queue.take()
+            while acks.pending >= window:
+                acks.changed.clear()
+                await acks.changed.wait()
+            if self._bucket is not None:
+                await self._bucket.acquire()
+            client.publish(message.topic, message.payload, qos=message.qos, **extra)
+            if message.qos:
+                sent[acks.last_mid] = message
+            else:
+                self._queue.ack(message)  # QoS 0 leaves the queue once written
+
+    async def _watch_liveness(self, client: SupervisedClient, lost: asyncio.Event) -> None:
+        """Detect a half-open connection (no PINGRESP) within 1.5 keepalives."""
+        keepalive = self._config.keepalive_s
+        while True:
+            await asyncio.sleep(keepalive / 4)
+            silence = client.inbound_silence()
+            if silence >= DEAD_AFTER_KEEPALIVES * keepalive:
+                log.warning("uplink.broker_silent", silence_s=round(silence, 1))
+                client.abort()
+                lost.set()
+                return
+            if silence >= PING_AFTER_KEEPALIVES * keepalive:
+                client.ping()
 
     async def shutdown(self, flush_s: float) -> None:
         """Drain the queue for up to ``flush_s``, then go offline cleanly; ``run`` returns."""
         self._closing = True
-        if not self.connected:
+        client = self._client
+        if client is None:
             return
         try:
             async with asyncio.timeout(flush_s):
                 await self._queue.drained()
         except TimeoutError:
-            log.warning("uplink.flush_incomplete", left=len(self._queue))
-        client = self._client
-        if client is None:
-            return
+            log.warning("uplink.flush_incomplete", left=self._queue.depth)
+        if self._client is not client:
+            return  # the connection was lost while flushing; the last will stands
         client.publish(
             self._status_topic, codec.status_offline("shutdown", time.time()), qos=1, retain=True
         )
         await _close(client)
 
 
-async def _close(client: Any) -> None:
-    """Disconnect cleanly (no last will) if the connection is still up."""
-    if client._connection is None or not client.is_connected:
+async def _close(client: SupervisedClient) -> None:
+    """Disconnect cleanly (no last will) if possible, else drop the socket."""
+    if not (client.has_connection and client.is_connected):
+        client.abort()
         return
     try:
         async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
             await client.disconnect()
     except (OSError, TimeoutError) as exc:
         log.debug("uplink.close_failed", error=_describe(exc))
+        client.abort()
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,139 @@
+"""The disk tier of the queue: messages in a SQLite file (WAL), oldest first.
+
+Synchronous and single-threaded by design: the queue calls it from one dedicated
+worker thread, never from the event loop. Rows are keyed by the queue's message key,
+so their order is the order the messages were queued in.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+# Accounting per row beyond topic and payload: key, sensor, qos and SQLite's own overhead.
+ROW_OVERHEAD = 48
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    key INTEGER PRIMARY KEY,
+    sensor TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    qos INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    size INTEGER NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    key: int
+    sensor: str
+    topic: str
+    qos: int
+    payload: bytes
+
+
+def row_size(topic: str, payload: bytes) -> int:
+    return len(topic) + len(payload) + ROW_OVERHEAD
+
+
+class SpillStore:
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self._db: sqlite3.Connection | None = None
+        self.count = 0
+        self.bytes = 0
+        self.last_key = 0
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Used from one worker thread only, which is not the thread that created it.
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # WAL with synchronous=NORMAL survives a process crash; a power cut may lose
+            # the last transactions, never corrupt the file.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(SCHEMA)
+            count, size, last = db.execute(
+                "SELECT count(*), coalesce(sum(size), 0), coalesce(max(key), 0) FROM messages"
+            ).fetchone()
+        except sqlite3.Error:
+            db.close()
+            raise
+        self._db = db
+        self.count, self.bytes, self.last_key = count, size, last
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("spill store is not open")
+        return self._db
+
+    def room(self) -> int:
+        return self.max_bytes - self.bytes
+
+    def append(self, rows: list[Row], evict: bool) -> tuple[int, list[tuple[int, str]]]:
+        """Store ``rows`` in order; with ``evict``, delete the oldest rows to make room.
+
+        Returns how many of ``rows`` were stored (a prefix) and the key and sensor of
+        each row evicted, for the drop counters.
+        """
+        sizes = [row_size(r.topic, r.payload) for r in rows]
+        evicted: list[tuple[int, str]] = []
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            need = sum(sizes) - self.room()
+            while evict and need > 0 and self.count:
+                gone = self.db.execute(
+                    "DELETE FROM messages WHERE key IN "
+                    "(SELECT key FROM messages ORDER BY key LIMIT 64) RETURNING key, sensor, size"
+                ).fetchall()
+                for key, sensor, size in gone:
+                    evicted.append((key, sensor))
+                    need -= size
+                    self.bytes -= size
+                self.count -= len(gone)
+            stored = 0
+            for row, size in zip(rows, sizes, strict=True):
+                if size > self.room():
+                    break
+                self.db.execute(
+                    "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)",
+                    (row.key, row.sensor, row.topic, row.qos, row.payload, size),
+                )
+                self.count += 1
+                self.bytes += size
+                self.last_key = row.key
+                stored += 1
+        return stored, evicted
+
+    def load(self, after_key: int, limit: int) -> list[Row]:
+        rows = self.db.execute(
+            "SELECT key, sensor, topic, qos, payload FROM messages WHERE key > ? "
+            "ORDER BY key LIMIT ?",
+            (after_key, limit),
+        ).fetchall()
+        return [Row(k, s, t, q, bytes(p)) for k, s, t, q, p in rows]
+
+    def delete(self, keys: Iterable[int]) -> None:
+        keys = list(keys)
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                gone = self.db.execute(
+                    f"DELETE FROM messages WHERE key IN ({marks}) RETURNING size", chunk
+                ).fetchall()
+                self.count -= len(gone)
+                self.bytes -= sum(size for (size,) in gone)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
