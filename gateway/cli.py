@@ -7,6 +7,7 @@ line each on stderr.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +37,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
         return EXIT_INVALID
+    except (OSError, sqlite3.Error) as exc:
+        # State directory not writable, queue file unusable: nothing can run.
+        print(f"edge-gateway: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,25 +3,30 @@
 Writing the counter for every message would wear the SD card, so the store reserves a
 block of numbers on disk and hands them out from memory. After a crash the unused
 rest of a block is skipped: consumers see a gap in ``seq``, never a repeat.
+
+A corrupt file is set aside and numbering restarts above a floor taken from the clock
+(milliseconds since the epoch), far above anything a device has counted to: a device
+in a cabinet must come back up, and it still must not repeat a number.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from gateway.statefile import read_json, write_atomic
+
+log = structlog.get_logger(__name__)
 
 BLOCK = 1000
 
 Offload = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]
-
-
-class SeqCorrupt(Exception):
-    pass
 
 
 class SeqStore:
@@ -31,20 +36,28 @@ class SeqStore:
         self._block = block
         self._next: dict[str, int] = {}
         self._reserved: dict[str, int] = {}
+        self._floor = 0
         self._lock = asyncio.Lock()
 
     def load(self) -> None:
         """Read the reserved high-water marks; numbering resumes above them."""
-        data = read_json(self._path) or {}
+        try:
+            data = read_json(self._path) or {}
+        except (ValueError, UnicodeDecodeError):
+            data = None
         if not isinstance(data, dict) or not all(
-            isinstance(v, int) and v >= 0 for v in data.values()
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in data.values()
         ):
-            raise SeqCorrupt(f"{self._path}: expected {{sensor: high-water mark}}")
+            aside = self._path.with_name(f"{self._path.name}.corrupt-{int(time.time())}")
+            self._path.replace(aside)
+            self._floor = int(time.time() * 1000)
+            log.error("seq.corrupt", file=str(self._path), moved_to=str(aside), floor=self._floor)
+            data = {}
         self._next = dict(data)
         self._reserved = dict(data)
 
     async def next(self, sensor: str) -> int:
-        seq = self._next.get(sensor, 0)
+        seq = self._next.get(sensor, self._floor)
         if seq >= self._reserved.get(sensor, 0):
             async with self._lock:
                 if seq >= self._reserved.get(sensor, 0):
@@ -52,6 +65,6 @@ class SeqStore:
                     payload = json.dumps(reserved, sort_keys=True).encode()
                     await self._offload(lambda: write_atomic(self._path, payload))
                     self._reserved = reserved
-            seq = self._next.get(sensor, 0)
+            seq = self._next.get(sensor, self._floor)
         self._next[sensor] = seq + 1
         return seq

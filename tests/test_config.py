@@ -143,3 +143,17 @@ def test_config_error_lists_all_issues() -> None:
         parse("device_id: a\nmqtt: {brokers: [x], qos: 3}\nqueue: {memory_max_messages: 0}\n", "f")
     assert [issue.field for issue in info.value.issues] == [
         "mqtt.brokers.0", "mqtt.qos", "queue.memory_max_messages"]
+
+
+def test_unusable_state_dir_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    path = tmp_path / "gw.yaml"
+    path.write_text(VALID + f"state_dir: {blocker}/state\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "-c", str(path)],
+        capture_output=True, text=True, check=False, timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("edge-gateway: cannot start: ")
+    assert "Traceback" not in result.stderr
