@@ -6,14 +6,22 @@ emulated bus in ``drivers.sim`` are interchangeable.
 
 from __future__ import annotations
 
+import contextlib
 import errno
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from smbus2 import SMBus, i2c_msg
 
 from drivers.errors import BusError
 
-__all__ = ["I2CBus", "i2c_msg", "open_i2c", "transfer_error"]
+__all__ = ["I2CBus", "i2c_msg", "open_i2c", "retrying", "transfer_error"]
+
+T = TypeVar("T")
+
+# A transfer that failed is repeated this many times: a NACK from a busy chip or EMI on
+# a long cable usually clears at once.
+BUS_RETRIES = 2
 
 
 class I2CBus(Protocol):
@@ -50,3 +58,14 @@ def transfer_error(exc: OSError, what: str) -> BusError:
     name = errno.errorcode.get(code, str(code))
     hint = " (no acknowledge)" if code in (errno.EREMOTEIO, errno.ENXIO, errno.EIO) else ""
     return BusError(f"{what}: {name}{hint}")
+
+
+def retrying(what: str, transfer: Callable[[], T], retries: int = BUS_RETRIES) -> T:
+    """Run ``transfer``, repeating it on a bus error; the last error becomes a BusError."""
+    for _ in range(retries):
+        with contextlib.suppress(OSError):
+            return transfer()
+    try:
+        return transfer()
+    except OSError as exc:
+        raise transfer_error(exc, what) from exc
