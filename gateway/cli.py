@@ -43,6 +43,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    from drivers.errors import BusError
+    from drivers.i2c import I2CBus, open_i2c
+    from drivers.scan import scan
+    from drivers.sim.board import populated_bus
+
+    bus: I2CBus
+    try:
+        bus = populated_bus() if args.bus == "sim" else open_i2c(args.bus)
+    except BusError as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        found = scan(bus)
+    finally:
+        bus.close()
+    for chip in found:
+        print(f"0x{chip.address:02x}  {chip.chip}")
+    if not found:
+        print(f"no supported chip answers on bus {args.bus}", file=sys.stderr)
+    return EXIT_OK
+
+
+def i2c_bus(value: str) -> int | str:
+    if value == "sim" or value.startswith("/dev/"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a bus number, a /dev/i2c-N path, or sim") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-gateway", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -55,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a device file")
     check.add_argument("file", type=Path, metavar="FILE")
     check.set_defaults(handler=cmd_check_config)
+
+    scan = commands.add_parser("scan", help="probe an I2C bus for the supported chips")
+    scan.add_argument("--bus", type=i2c_bus, default=1, help="bus number, path or sim (1)")
+    scan.set_defaults(handler=cmd_scan)
     return parser
 
 
