@@ -43,6 +43,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
 
+def cmd_read(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway import readout
+
+    try:
+        config = configfile.load(args.config)
+    except configfile.ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return EXIT_INVALID
+    names = [s.name for s in config.sensors]
+    if args.sensor is not None and args.sensor not in names:
+        print(f"edge-gateway: no sensor {args.sensor!r} in {args.config} "
+              f"(it has: {', '.join(names) or 'none'})", file=sys.stderr)
+        return EXIT_INVALID
+    wanted = [args.sensor] if args.sensor else names
+    ok = asyncio.run(readout.read(config, wanted, args.count, args.json, sys.stdout, sys.stderr))
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
+def positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError("a whole number of at least 1")
+    return number
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     from drivers.errors import BusError
     from drivers.i2c import I2CBus, open_i2c
@@ -87,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a device file")
     check.add_argument("file", type=Path, metavar="FILE")
     check.set_defaults(handler=cmd_check_config)
+
+    read = commands.add_parser("read", help="read sensors once (or N times) and print")
+    read.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    read.add_argument("--sensor", metavar="NAME", help="only this sensor")
+    read.add_argument("--count", type=positive, default=1, metavar="N")
+    read.add_argument("--json", action="store_true", help="telemetry payloads, one per line")
+    read.set_defaults(handler=cmd_read)
 
     scan = commands.add_parser("scan", help="probe an I2C bus for the supported chips")
     scan.add_argument("--bus", type=i2c_bus, default=1, help="bus number, path or sim (1)")

@@ -7,6 +7,7 @@ setting. Loading from YAML, with line numbers for errors, is in ``configfile``.
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -126,21 +127,100 @@ def check_i2c_bus(value: object) -> int | str:
 I2CBusName = Annotated[int | str, PlainValidator(check_i2c_bus)]
 
 
+class VibrationTone(Section):
+    axis: Literal["x", "y", "z"]
+    freq_hz: float = Field(gt=0)
+    amplitude_g: float = Field(ge=0)
+
+
+class SimConfig(SimFaults):
+    """An emulated chip: its faults and, for the ADXL345, what shakes it."""
+
+    tones: list[VibrationTone] | None = None
+
+
+class HealthConfig(Section):
+    """When a sensor counts as degraded or failed, and how a failed one is retried."""
+
+    degrade_after_errors: int = Field(3, ge=1)
+    fail_after_errors: int = Field(10, ge=1)
+    # No good reading for this many intervals degrades the sensor.
+    stale_after_intervals: float = Field(3.0, gt=1)
+    retry_max_s: float = Field(300.0, gt=0)
+
+
 class SensorBase(Section):
     name: TopicName
     interval_s: float = Field(gt=0)
     pipeline: list[Stage] = []
-    sim: SimFaults | None = None
+    health: HealthConfig = HealthConfig()
+    sim: SimConfig | None = None
+
+    @property
+    @abstractmethod
+    def simulated(self) -> bool:
+        """Whether the sensor is an emulator (``bus: sim`` / ``port: sim``)."""
 
 
-class SHT3xSensor(SensorBase):
-    driver: Literal["sht3x"]
+class I2CSensor(SensorBase):
     bus: I2CBusName
+    address: int
+
+    @property
+    def simulated(self) -> bool:
+        return self.bus == "sim"
+
+
+class SHT3xSensor(I2CSensor):
+    driver: Literal["sht3x"]
     address: Literal[0x44, 0x45] = 0x44
     repeatability: Literal["high", "medium", "low"] = "high"
 
 
-Sensor = Annotated[SHT3xSensor, Field(discriminator="driver")]
+Oversampling = Literal[1, 2, 4, 8, 16]
+
+
+class BME280Sensor(I2CSensor):
+    driver: Literal["bme280"]
+    address: Literal[0x76, 0x77] = 0x76
+    temperature_oversampling: Oversampling = 1
+    pressure_oversampling: Oversampling = 1
+    humidity_oversampling: Oversampling = 1
+    iir_filter: Literal[0, 2, 4, 8, 16] = 0
+
+
+class ADXL345Sensor(I2CSensor):
+    driver: Literal["adxl345"]
+    address: Literal[0x53, 0x1D] = 0x53
+    rate_hz: Literal[100, 200, 400, 800, 1600, 3200] = 100
+    range_g: Literal[2, 4, 8, 16] = 16
+
+
+class SerialSensor(SensorBase):
+    port: str = Field(pattern=r"^(sim|/dev/\S+)$")
+    unit: int
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    timeout_s: float = Field(0.5, gt=0, le=10)
+
+    @property
+    def simulated(self) -> bool:
+        return self.port == "sim"
+
+
+class XYMD02Sensor(SerialSensor):
+    driver: Literal["xymd02"]
+    unit: int = Field(1, ge=1, le=247)
+
+
+class WTVB01Sensor(SerialSensor):
+    driver: Literal["wtvb01"]
+    unit: int = Field(0x50, ge=1, le=247)
+
+
+Sensor = Annotated[
+    SHT3xSensor | BME280Sensor | ADXL345Sensor | XYMD02Sensor | WTVB01Sensor,
+    Field(discriminator="driver"),
+]
 
 
 class LoggingConfig(Section):
@@ -149,7 +229,13 @@ class LoggingConfig(Section):
 
 
 class HeartbeatConfig(Section):
-    pass
+    interval_s: float = Field(60.0, ge=1)
+
+
+class DiagnosticsConfig(Section):
+    # Trace allocations from start-up so a SIGUSR1 report shows what grew; it costs
+    # memory and CPU, so it is for hunting a leak, not for every day.
+    tracemalloc: bool = False
 
 
 class RemoteConfigConfig(Section):
@@ -170,6 +256,7 @@ class Config(Section):
     remote_config: RemoteConfigConfig = RemoteConfigConfig()
     firmware: FirmwareConfig = FirmwareConfig()
     logging: LoggingConfig = LoggingConfig()
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     state_dir: Annotated[Path, Field(strict=False)] = Path("/var/lib/edge-gateway")
 
 
@@ -181,8 +268,14 @@ def semantic_errors(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
         if sensor.name in seen:
             errors.append((("sensors", index, "name"), f"duplicate sensor name {sensor.name!r}"))
         seen.add(sensor.name)
-        if sensor.sim is not None and sensor.bus != "sim":
-            errors.append((("sensors", index, "sim"), "fault injection needs bus: sim"))
+        if sensor.sim is not None and not sensor.simulated:
+            where = "port" if isinstance(sensor, SerialSensor) else "bus"
+            errors.append((("sensors", index, "sim"), f"emulator settings need {where}: sim"))
+        if sensor.health.fail_after_errors < sensor.health.degrade_after_errors:
+            errors.append((("sensors", index, "health", "fail_after_errors"),
+                           "must be at least degrade_after_errors"))
+        if sensor.sim and sensor.sim.tones is not None and not isinstance(sensor, ADXL345Sensor):
+            errors.append((("sensors", index, "sim", "tones"), "only an adxl345 has tones"))
     tls = config.mqtt.tls
     if (tls.cert_file is None) != (tls.key_file is None):
         errors.append((("mqtt", "tls"), "cert_file and key_file go together"))

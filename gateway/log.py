@@ -1,19 +1,56 @@
 """Logging: structlog key-value events, rendered for whoever reads them.
 
-A terminal gets coloured console lines, anything else JSON lines. Libraries that log
-through the standard ``logging`` module (gmqtt) are forwarded into the same stream.
+Under systemd, events go to journald with their keys as structured fields (so
+``journalctl -u edge-gateway SENSOR=room`` works); elsewhere a terminal gets coloured
+console lines and anything else JSON lines. Libraries that log through the standard
+``logging`` module (gmqtt) are forwarded into the same stream.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
+
+
+# syslog priorities of journald's PRIORITY field
+PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}
+FIELD = re.compile(r"[^A-Z0-9_]")
+
+
+def under_systemd() -> bool:
+    return bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
+
+
+def to_journald(_: WrappedLogger, method: str, event: EventDict) -> Any:
+    """Send the event to journald as MESSAGE plus one upper-case field per key."""
+    from systemd.journal import send as journal_send
+
+    fields = {
+        FIELD.sub("_", key.upper()).lstrip("_") or "FIELD": str(value)
+        for key, value in event.items()
+        if key not in ("event", "level", "timestamp")
+    }
+    message = str(event.get("event", ""))
+    if fields:
+        message += " " + " ".join(f"{k}={v}" for k, v in event.items()
+                                  if k not in ("event", "level", "timestamp"))
+    journal_send(
+        message,
+        PRIORITY=str(PRIORITIES.get(method, 6)),
+        SYSLOG_IDENTIFIER="edge-gateway",
+        EVENT=str(event.get("event", "")),
+        **fields,
+    )
+    raise structlog.DropEvent
 
 
 class _ToStructlog(logging.Handler):
@@ -30,13 +67,13 @@ def configure(
     stream: TextIO | None = None,
 ) -> None:
     out = stream or sys.stderr
-    if fmt == "auto":
-        fmt = "console" if out.isatty() else "json"
-    tail: list[structlog.typing.Processor] = (
-        [structlog.dev.ConsoleRenderer()]
-        if fmt == "console"
-        else [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
-    )
+    tail: list[structlog.typing.Processor]
+    if fmt == "auto" and under_systemd():
+        tail = [structlog.processors.format_exc_info, to_journald]
+    elif fmt == "console" or (fmt == "auto" and out.isatty()):
+        tail = [structlog.dev.ConsoleRenderer()]
+    else:
+        tail = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

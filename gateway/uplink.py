@@ -202,6 +202,15 @@ class Uplink:
             if silence >= PING_AFTER_KEEPALIVES * keepalive:
                 client.ping()
 
+    def publish_live(self, topic: str, payload: bytes, qos: int = 0) -> bool:
+        """Publish now, outside the queue, if connected: for live views such as the
+        heartbeat, which are worthless once late."""
+        client = self._client
+        if client is None:
+            return False
+        client.publish(topic, payload, qos=qos)
+        return True
+
     async def shutdown(self, flush_s: float) -> None:
         """Drain the queue for up to ``flush_s``, then go offline cleanly; ``run`` returns."""
         self._closing = True

@@ -155,14 +155,14 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
 class DaemonProcess:
     """``edge-gateway run`` as a child process, its log in a file."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = config.with_suffix(".log")
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "-c", str(config)],
             stdout=log,
             stderr=log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         log.close()
 

@@ -80,7 +80,7 @@ def test_cross_field_rules_and_duplicates(
     assert code == 2
     assert errors == [
         f"{path}:9: sensors.1.name: duplicate sensor name 'room'",
-        f"{path}:13: sensors.1.sim: fault injection needs bus: sim",
+        f"{path}:13: sensors.1.sim: emulator settings need bus: sim",
     ]
     code, errors = check(tmp_path, VALID + "device_id: again\n", capsys)
     assert (code, errors) == (2, [f"{path}:9: device_id: duplicate key"])
