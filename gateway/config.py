@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, PlainSerializer, PlainValidator
 
 from gateway.section import Section
-from gateway.stage_config import Stage
+from gateway.stage_config import Stages, Vibration
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 """Names that appear in topics: no MQTT wildcards, separators or whitespace."""
@@ -152,7 +152,7 @@ class HealthConfig(Section):
 class SensorBase(Section):
     name: TopicName
     interval_s: float = Field(gt=0)
-    pipeline: list[Stage] = []
+    pipeline: Stages = []
     health: HealthConfig = HealthConfig()
     sim: SimConfig | None = None
 
@@ -274,6 +274,18 @@ def semantic_errors(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
         if sensor.health.fail_after_errors < sensor.health.degrade_after_errors:
             errors.append((("sensors", index, "health", "fail_after_errors"),
                            "must be at least degrade_after_errors"))
+        vibration = next((s for s in sensor.pipeline if isinstance(s, Vibration)), None)
+        if vibration is not None and isinstance(sensor, ADXL345Sensor):
+            samples = vibration.window_s * sensor.rate_hz
+            if samples < 16:
+                errors.append((("sensors", index, "pipeline", 0, "window_s"),
+                               f"{samples:g} samples per window at {sensor.rate_hz} Hz; "
+                               "at least 16 are needed"))
+            if sensor.interval_s * sensor.rate_hz > 25:
+                errors.append((("sensors", index, "interval_s"),
+                               f"the FIFO holds 32 samples, {32 / sensor.rate_hz:g} s at "
+                               f"{sensor.rate_hz} Hz: drain it at least every "
+                               f"{25 / sensor.rate_hz:g} s"))
         if sensor.sim and sensor.sim.tones is not None and not isinstance(sensor, ADXL345Sensor):
             errors.append((("sensors", index, "sim", "tones"), "only an adxl345 has tones"))
     tls = config.mqtt.tls

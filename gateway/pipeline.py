@@ -4,7 +4,7 @@ Readings enter as dicts (``push``) or, for a vibration stage, as bursts of raw s
 (``push_samples``); they are copied into pooled records, run through the configured
 stages in order and leave as encoded telemetry messages, one ``seq`` per message, to the
 queue. ``Steps`` is the synchronous core; ``Pipeline`` adds the sequence numbers, the
-queue, a lock and the timer that sends a batch when no reading comes to close it.
+queue and the timer that sends a batch when no reading comes to close it.
 
 A stage that raises costs the reading it was processing, which goes back to the pool;
 the failure is counted and logged and the pipeline carries on.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,8 @@ STAGES: dict[str, Callable[[Any], stages.Step]] = {
 # Records in flight besides those stages and the batch keep: the one being processed,
 # and one more for a flush that builds a record (``average``).
 IN_FLIGHT = 2
+
+FAILURE_LOG_INTERVAL_S = 60.0
 
 
 class Steps:
@@ -185,7 +187,6 @@ class Pipeline:
         queue: MessageQueue,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.device = device
         self.sensor = sensor
         self._steps = steps
         self._topic = topic
@@ -198,6 +199,8 @@ class Pipeline:
         # Set when a batch opens, for ``run`` to wait on its deadline.
         self._batch_open = asyncio.Event()
         self._timer_armed = False
+        self._logged_at: dict[str, float] = {}
+        self._unlogged: Counter[str] = Counter()
         self.messages = 0
 
     @property
@@ -263,10 +266,7 @@ class Pipeline:
     async def _send(self) -> None:
         steps = self._steps
         if steps.failures:
-            for stage, exc in steps.failures:
-                log.warning("pipeline.stage_failed", sensor=self.sensor, stage=stage,
-                            error=repr(exc))
-            steps.failures.clear()
+            self._log_failures()
         outbox = steps.outbox
         if outbox:
             # Messages take their seq in the order they were made, also when the sampler
@@ -288,6 +288,23 @@ class Pipeline:
                     payload = codec.telemetry_message(self._head, seq, readings)
                     self._queue.put(Message(self._topic, payload, self._qos, self.sensor))
                     self.messages += 1
+
+    def _log_failures(self) -> None:
+        # A stage that fails on every reading of a fast sensor would flood the journal
+        # (and wear the SD card): one line per stage per interval, with the count of
+        # failures left unlogged since the last line.
+        now = self._clock()
+        for stage, exc in self._steps.failures:
+            last = self._logged_at.get(stage)
+            if last is not None and 0.0 <= now - last < FAILURE_LOG_INTERVAL_S:
+                self._unlogged[stage] += 1
+                continue
+            self._logged_at[stage] = now
+            unlogged = self._unlogged.pop(stage, 0)
+            extra = {"unlogged_since": unlogged} if unlogged else {}
+            log.warning("pipeline.stage_failed", sensor=self.sensor, stage=stage,
+                        error=repr(exc), **extra)
+        self._steps.failures.clear()
 
     def _arm_timer(self) -> None:
         self._timer_armed = True

@@ -5,7 +5,7 @@ collector means a heap that grows and fragments and collections that pause the l
 Records come from a pool sized at start-up instead, and go back to it once the message
 that carries them is encoded. The other fixed buffers of the hot path have one owner
 each and are allocated once by it: the vibration window arrays (``vibration.Workspace``)
-and the encode buffer (``codec.TelemetryEncoder``).
+and the encode buffer (``codec.ReadingsEncoder``).
 """
 
 from __future__ import annotations
@@ -103,6 +103,3 @@ class Record:
         self.values.clear()
         self.zone = None
         self.out_of_range.clear()
-
-    def __repr__(self) -> str:
-        return f"Record(ts={self.ts!r}, values={self.values!r}, zone={self.zone!r})"

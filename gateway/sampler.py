@@ -28,6 +28,8 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
+OVERRUN_LOG_INTERVAL_S = 60.0
+
 
 def policy(config: Sensor) -> HealthPolicy:
     health = config.health
@@ -59,6 +61,7 @@ class Sampler:
         self._streams = pipeline.takes_samples
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"sensor-{config.name}")
         self.overruns = 0
+        self._overrun_logged_at = -OVERRUN_LOG_INTERVAL_S
         # Set once the sensor has been opened, or has failed to open, for the first time.
         self.first_attempt = asyncio.Event()
 
@@ -140,7 +143,12 @@ class Sampler:
     async def _push_batch(self, ts: float, batch: FifoBatch) -> None:
         if batch.overflow:
             # Samples may have been lost between two drains: the interval is too long
-            # for the output data rate, or the Pi stalled.
+            # for the output data rate, or the Pi stalled. A line a minute at most: at
+            # 3200 Hz this can happen many times a second.
             self.overruns += 1
-            log.warning("sensor.fifo_overrun", sensor=self.config.name, overruns=self.overruns)
+            now = time.monotonic()
+            if now - self._overrun_logged_at >= OVERRUN_LOG_INTERVAL_S:
+                self._overrun_logged_at = now
+                log.warning("sensor.fifo_overrun", sensor=self.config.name,
+                            overruns=self.overruns)
         await self._pipeline.push_samples(ts, batch.samples, batch.rate_hz, batch.overflow)

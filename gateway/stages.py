@@ -147,11 +147,16 @@ class Ema:
             previous = state.get(quantity)
             if previous is not None:
                 smoothed = alpha * value + keep * previous
-                # Rounding can put the sum an ulp outside its two inputs (then it is on
-                # the same side of both); an average must stay within what it averages.
-                if (smoothed - value) * (smoothed - previous) > 0.0:
-                    smoothed = value if abs(smoothed - value) < abs(smoothed - previous) \
-                        else previous
+                # Rounding can put the sum an ulp outside its two inputs; an average must
+                # stay within what it averages.
+                if value < previous:
+                    low, high = value, previous
+                else:
+                    low, high = previous, value
+                if smoothed < low:
+                    smoothed = low
+                elif smoothed > high:
+                    smoothed = high
                 value = smoothed
                 values[quantity] = value
             state[quantity] = value

@@ -70,6 +70,7 @@ class Vibration:
         windows.feed(ts_end, samples, on_window)
 
     def _open(self, rate_hz: float) -> SampleWindows:
+        # Here rather than at the top: numpy is paid for only by a sensor that streams.
         from gateway.vibration import SampleWindows
 
         c = self._config

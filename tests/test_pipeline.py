@@ -31,12 +31,13 @@ async def offload(fn: Callable[[], None]) -> None:
 
 
 def make_pipeline(tmp_path: Path, stages: list[dict[str, Any]], max_messages: int = 1000,
-                  drop_policy: Literal["oldest", "newest"] = "oldest") -> Pipeline:
+                  drop_policy: Literal["oldest", "newest"] = "oldest",
+                  clock: Callable[[], float] = time.time) -> Pipeline:
     seqs = SeqStore(tmp_path / "seq.json", offload)
     seqs.load()
     queue = MessageQueue(QueueConfig(memory_max_messages=max_messages, drop_policy=drop_policy))
     return Pipeline("pi-1", "cabinet", build_steps(STAGES.validate_python(stages)), TOPIC, 1,
-                    seqs, queue)
+                    seqs, queue, clock=clock)
 
 
 async def drain(pipeline: Pipeline) -> list[dict[str, Any]]:
@@ -161,6 +162,30 @@ def test_a_failing_stage_costs_one_reading_and_is_logged(tmp_path: Path,
                      "error": "ArithmeticError('negative')"}]
     stats = pipeline.stats()
     assert (stats.readings, stats.failed, stats.pool.in_use) == (3, 1, 0)
+
+
+def test_a_stage_failing_on_every_reading_logs_once_a_minute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    pipeline = make_pipeline(tmp_path, [{"stage": "median", "window": 3}], clock=lambda: now[0])
+    median = pipeline._steps._stages[0]
+
+    def broken(record: Record, pool: Any) -> Record | None:
+        raise ValueError("broken")
+
+    monkeypatch.setattr(median, "process", broken)
+
+    async def scenario() -> None:
+        for second in range(130):
+            now[0] = 1000.0 + second
+            await pipeline.push(now[0], {"t": 1.0})
+
+    with capture_logs() as logs:
+        asyncio.run(scenario())
+    assert [log.get("unlogged_since") for log in logs] == [None, 59, 59]
+    stats = pipeline.stats()
+    assert (stats.failed, stats.messages, stats.pool.in_use) == (130, 0, 0)
 
 
 def test_non_finite_and_non_numeric_driver_values(tmp_path: Path) -> None:

@@ -56,8 +56,9 @@ def timeline(gap_list: list[float]) -> list[float]:
 
 @SETTINGS
 @given(st.floats(min_value=1e-6, max_value=1.0), st.lists(values, min_size=1, max_size=50))
-# alpha * x + (1 - alpha) * x rounds to one ulp beside x here.
+# alpha * x + (1 - alpha) * x rounds to one ulp beside x in both.
 @example(0.762280082457942, [-995.7878932977786, -995.7878932977786])
+@example(1e-06, [2.327561607265547e-272, 2.327561607265547e-272])
 def test_ema_stays_within_the_range_of_its_inputs(alpha: float, inputs: list[float]) -> None:
     pool = Pool(Record, 4)
     out = feed(stages.Ema(stage(stage="ema", alpha=alpha)), pool,

@@ -22,7 +22,7 @@ from gateway.seq import SeqStore
 
 STAGES = TypeAdapter(cfg.Stages)
 
-EVERY_STAGE = [
+EVERY_STAGE: list[dict[str, Any]] = [
     {"stage": "calibrate", "scale": {"t": 1.01}, "offset": {"h": -1}},
     {"stage": "range", "min": {"t": -40}, "max": {"t": 85}, "action": "drop"},
     {"stage": "range", "max": {"h": 100}, "action": "flag"},
