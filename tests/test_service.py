@@ -4,6 +4,7 @@ sensor health in the heartbeat, and the SIGUSR1 diagnostics report."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import time
@@ -193,3 +194,49 @@ def test_sigusr1_writes_a_report_and_the_daemon_keeps_publishing(
     finally:
         daemon.kill()
         sub.close()
+
+
+JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
+
+
+def _journal_entry(datagram: bytes) -> dict[str, str]:
+    """The native journal protocol's KEY=value lines (values here have no newlines)."""
+    entry = {}
+    for line in datagram.decode().splitlines():
+        key, _, value = line.partition("=")
+        entry[key] = value
+    return entry
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or JOURNAL_SOCKET.exists(),
+    reason="needs to stand in for journald's socket, which only root can, and only where "
+    "no journald runs",
+)
+def test_under_systemd_events_go_to_journald_with_fields(
+    broker: Broker, tmp_path: Path
+) -> None:
+    JOURNAL_SOCKET.parent.mkdir(parents=True, exist_ok=True)
+    journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    journal.bind(str(JOURNAL_SOCKET))
+    settings = device_config(broker.port, tmp_path / "state")
+    settings["logging"] = {"level": "info", "format": "auto"}
+    config = write_config(tmp_path / "gw.yaml", settings)
+    daemon = DaemonProcess(config, env={"INVOCATION_ID": "0123456789abcdef"})
+    try:
+        entries = []
+        journal.settimeout(10)
+        while not any(e.get("EVENT") == "uplink.connected" for e in entries):
+            entries.append(_journal_entry(journal.recv(65536)))
+        opened = next(e for e in entries if e.get("EVENT") == "sensor.opened")
+        assert opened["SENSOR"] == "room"
+        assert opened["DRIVER"] == "sht3x"
+        assert opened["PRIORITY"] == "6"
+        assert opened["SYSLOG_IDENTIFIER"] == "edge-gateway"
+        assert opened["MESSAGE"].startswith("sensor.opened")
+        assert daemon.stop() == 0
+        assert "uplink.connected" not in daemon.log()  # nothing on stderr but the journal
+    finally:
+        daemon.kill()
+        journal.close()
+        JOURNAL_SOCKET.unlink()
