@@ -2,7 +2,7 @@
 
 Everything this module touches inside gmqtt (0.8) is named here and nowhere else:
 the reconnect hook, the QoS store seam, the CONNACK properties, and the connection's
-transport and inbound-traffic clock.
+transport, its close reason and inbound-traffic clock.
 """
 
 from __future__ import annotations
@@ -74,6 +74,16 @@ class SupervisedClient(Client):  # type: ignore[misc]
         if connection._keep_connection_callback:
             connection._keep_connection_callback.cancel()
         connection._transport.abort()
+
+    def lost_reason(self) -> BaseException | None:
+        """The error the transport closed with, if it closed with one."""
+        connection: Any = self._connection
+        if connection is None:
+            return None
+        closed: asyncio.Future[None] = connection._protocol.closed
+        if closed.done() and not closed.cancelled():
+            return closed.exception()
+        return None
 
     @property
     def has_connection(self) -> bool:

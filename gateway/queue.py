@@ -175,7 +175,8 @@ class MessageQueue:
         """The oldest message not in flight; it stays queued until ``ack``."""
         while True:
             async with self._moving:
-                if not self._disk_buffer and self._disk_last_key > self._loaded_upto:
+                # A batch can be all skipped rows (see _load): load until one is left.
+                while not self._disk_buffer and self._disk_last_key > self._loaded_upto:
                     await self._load()
                 source = self._oldest_source()
                 if source is not None:
@@ -253,7 +254,11 @@ class MessageQueue:
     async def _load(self) -> None:
         assert self._store is not None
         rows = await self._disk(self._store.load, self._loaded_upto, LOAD_BATCH)
+        # After a reload (see _spill), rows in flight or acknowledged are not sent again.
+        skip = set(self._deletes)
         for row in rows:
+            if row.key in self._in_flight or row.key in skip:
+                continue
             self._disk_buffer.append(
                 Message(row.topic, row.payload, row.qos, row.sensor, row.key, on_disk=True)
             )
@@ -274,26 +279,66 @@ class MessageQueue:
     async def _spill(self, count: int, evict: bool) -> int:
         """Move the ``count`` oldest memory messages to disk (caller holds ``_moving``)."""
         assert self._store is not None
+        if evict:
+            # Delivered rows make room before an undelivered one is evicted.
+            await self._flush_deletes()
         batch = [self._memory[i] for i in range(min(count, len(self._memory)))]
         rows = [Row(m.key, m.sensor, m.topic, m.qos, m.payload) for m in batch]
         stored, evicted = await self._disk(self._store.append, rows, evict)
-        for _ in range(stored):
-            message = self._memory.popleft()
-            self._memory_bytes -= message.size
+        self._remove_spilled(batch[:stored])
         self.spilled += stored
+        if stored and batch[0].key <= self._loaded_upto:
+            # Rewound messages went to disk behind rows already loaded: load again from
+            # them, or they would wait for the next restart.
+            self._disk_buffer.clear()
+            self._loaded_upto = batch[0].key - 1
         if evicted:
             self._forget(evicted)
         self._sync_disk_figures()
         return stored
 
+    def _remove_spilled(self, spilled: list[Message]) -> None:
+        """Take the messages now on disk out of memory.
+
+        While they were written, ``rewind`` may have put messages in front of them and
+        ``put`` may have dropped some of them: go by identity, not by position.
+        """
+        at_front = len(self._memory) >= len(spilled) and all(
+            self._memory[i] is m for i, m in enumerate(spilled)
+        )
+        if at_front:
+            for message in spilled:
+                self._memory.popleft()
+                self._memory_bytes -= message.size
+            return
+        moved = {m.key for m in spilled}
+        kept: deque[Message] = deque()
+        for message in self._memory:
+            if message.key in moved:
+                moved.discard(message.key)
+                self._memory_bytes -= message.size
+            else:
+                kept.append(message)
+        self._memory = kept
+        for message in spilled:
+            if message.key in moved:  # dropped from memory meanwhile, yet safe on disk
+                self.dropped[message.sensor] -= 1
+                if not self.dropped[message.sensor]:
+                    del self.dropped[message.sensor]
+
     def _forget(self, evicted: list[tuple[int, str]]) -> None:
         """Count evicted rows as dropped and drop every copy of them held in memory."""
         keys = set()
+        delivered = set(self._deletes)  # acknowledged while the rows were written
         for key, sensor in evicted:
-            self.dropped[sensor] += 1
             keys.add(key)
+            if key in delivered:
+                continue
+            self.dropped[sensor] += 1
             # An evicted row in flight must not be deleted again when its ack arrives.
             self._in_flight.pop(key, None)
+        if delivered & keys:
+            self._deletes = [k for k in self._deletes if k not in keys]
         self._disk_buffer = deque(m for m in self._disk_buffer if m.key not in keys)
 
     async def _flush_deletes(self) -> None:

@@ -89,15 +89,20 @@ class SpillStore:
             self.db.execute("BEGIN IMMEDIATE")
             need = sum(sizes) - self.room()
             while evict and need > 0 and self.count:
-                gone = self.db.execute(
-                    "DELETE FROM messages WHERE key IN "
-                    "(SELECT key FROM messages ORDER BY key LIMIT 64) RETURNING key, sensor, size"
+                # As many of the oldest rows as make room, and not one more.
+                oldest = self.db.execute(
+                    "SELECT key, sensor, size FROM messages ORDER BY key LIMIT 64"
                 ).fetchall()
-                for key, sensor, size in gone:
+                upto = 0
+                for key, sensor, size in oldest:
+                    if need <= 0:
+                        break
                     evicted.append((key, sensor))
                     need -= size
                     self.bytes -= size
-                self.count -= len(gone)
+                    self.count -= 1
+                    upto = key
+                self.db.execute("DELETE FROM messages WHERE key <= ?", (upto,))
             stored = 0
             for row, size in zip(rows, sizes, strict=True):
                 if size > self.room():
@@ -108,7 +113,8 @@ class SpillStore:
                 )
                 self.count += 1
                 self.bytes += size
-                self.last_key = row.key
+                # A rewound message comes back with its old key: keep the high-water mark.
+                self.last_key = max(self.last_key, row.key)
                 stored += 1
         return stored, evicted
 

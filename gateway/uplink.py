@@ -110,15 +110,10 @@ class Uplink:
         acks = AckTracker(on_ack)
         client = self._new_client(acks)
         client.on_disconnect = lambda *_: lost.set()
+        tls = self._tls_context() if broker.tls else False
         try:
             async with asyncio.timeout(self._config.connect_timeout_s):
-                await client.connect(
-                    broker.host,
-                    broker.port,
-                    ssl=self._tls_context() if broker.tls else False,
-                    keepalive=self._config.keepalive_s,
-                    version=MQTTv50,
-                )
+                await _connect(client, broker, lost, tls, self._config.keepalive_s)
             window = min(self._config.max_in_flight, client.receive_maximum - 1)
             log.info("uplink.connected", broker=str(broker), window=window)
             client.publish(
@@ -228,6 +223,38 @@ class Uplink:
             self._status_topic, codec.status_offline("shutdown", time.time()), qos=1, retain=True
         )
         await _close(client)
+
+
+async def _connect(
+    client: SupervisedClient,
+    broker: BrokerUrl,
+    lost: asyncio.Event,
+    tls: ssl.SSLContext | bool,
+    keepalive: int,
+) -> None:
+    """CONNECT and wait for CONNACK; a connection lost before that fails at once, saying why.
+
+    gmqtt would wait for a CONNACK that cannot come, until ``connect_timeout_s``, and
+    the reason (a TLS broker refusing our certificate, say) would be lost.
+    """
+    connecting = asyncio.ensure_future(
+        client.connect(broker.host, broker.port, ssl=tls, keepalive=keepalive, version=MQTTv50)
+    )
+    watching = asyncio.ensure_future(lost.wait())
+    try:
+        await asyncio.wait({connecting, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (connecting, watching):
+            task.cancel()
+        await asyncio.wait({connecting, watching})
+    if not connecting.cancelled():
+        connecting.result()  # connected, or why not
+        return
+    reason = client.lost_reason()
+    error = f"closed before CONNACK ({_describe(reason) if reason else 'by the broker'})"
+    if broker.tls:
+        error += "; a TLS broker does this when it refuses the client certificate"
+    raise ConnectionError(error)
 
 
 async def _close(client: SupervisedClient) -> None:
