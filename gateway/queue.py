@@ -174,19 +174,34 @@ class MessageQueue:
     async def take(self) -> Message:
         """The oldest message not in flight; it stays queued until ``ack``."""
         while True:
+            # The common case on the hot path: the next message is in memory and no rows
+            # are moving, so neither the lock nor the disk is needed.
+            if not self._moving.locked() and not self._must_load():
+                message = self._take_oldest()
+                if message is not None:
+                    return message
             async with self._moving:
                 # A batch can be all skipped rows (see _load): load until one is left.
-                while not self._disk_buffer and self._disk_last_key > self._loaded_upto:
+                while self._must_load():
                     await self._load()
-                source = self._oldest_source()
-                if source is not None:
-                    message = source.popleft()
-                    if not message.on_disk:
-                        self._memory_bytes -= message.size
-                    self._in_flight[message.key] = message
+                message = self._take_oldest()
+                if message is not None:
                     return message
                 self._ready.clear()
             await self._ready.wait()
+
+    def _must_load(self) -> bool:
+        return not self._disk_buffer and self._disk_last_key > self._loaded_upto
+
+    def _take_oldest(self) -> Message | None:
+        source = self._oldest_source()
+        if source is None:
+            return None
+        message = source.popleft()
+        if not message.on_disk:
+            self._memory_bytes -= message.size
+        self._in_flight[message.key] = message
+        return message
 
     def _oldest_source(self) -> deque[Message] | None:
         if self._disk_buffer and self._memory:
