@@ -302,6 +302,7 @@ class Daemon:
         body = heartbeat.payload(
             shared.started,
             shared.queue.stats(),
+            current.uplink.stats(),
             shared.health,
             config_version=0,
             firmware=heartbeat.FirmwareInfo(__version__),

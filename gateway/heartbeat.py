@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway.health import SensorHealth
 from gateway.queue import QueueStats
+from gateway.uplink import UplinkStats
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -34,6 +35,7 @@ class FirmwareInfo:
 def payload(
     started: float,
     queue: QueueStats,
+    uplink: UplinkStats,
     sensors: Mapping[str, SensorHealth],
     config_version: int,
     firmware: FirmwareInfo,
@@ -47,7 +49,10 @@ def payload(
             "bytes": queue.bytes,
             "dropped": queue.dropped,
             "spilled": queue.spilled,
+            "in_flight": queue.in_flight,
         },
+        # Beyond SPEC section 4's fields: how the connection itself has been doing.
+        "uplink": {"reconnects": uplink.reconnects, "last_error": uplink.last_error},
         "sensors": {
             name: {
                 "state": health.state(now).value,
