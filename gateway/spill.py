@@ -8,9 +8,14 @@ so their order is the order the messages were queued in.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
 
 # Accounting per row beyond topic and payload: key, sensor, qos and SQLite's own overhead.
 ROW_OVERHEAD = 48
@@ -50,7 +55,21 @@ class SpillStore:
         self.last_key = 0
 
     def open(self) -> None:
+        """Open the file, or, if it is not a usable queue file, set it aside and start an
+        empty one: a device must come back up after a power cut, not loop on an error."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            for suffix in ("", "-wal", "-shm"):
+                part = self.path.with_name(self.path.name + suffix)
+                if part.exists():
+                    part.replace(aside.with_name(aside.name + suffix))
+            log.error("queue.corrupt", file=str(self.path), moved_to=str(aside), error=str(exc))
+            self._open()
+
+    def _open(self) -> None:
         # Used from one worker thread only, which is not the thread that created it.
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:

@@ -233,6 +233,34 @@ def test_spilled_messages_survive_close_and_reopen(tmp_path: Path) -> None:
     run(third_life())
 
 
+@pytest.mark.parametrize("garbage", [b"not a database at all" * 100, b""])
+def test_an_unusable_queue_file_is_set_aside_and_a_fresh_one_used(
+    tmp_path: Path, garbage: bytes
+) -> None:
+    (tmp_path / "queue.db").write_bytes(garbage)
+    (tmp_path / "queue.db-wal").write_bytes(b"\x00" * 64)
+
+    async def life() -> None:
+        queue = MessageQueue(disk_config(), tmp_path)
+        await queue.open()
+        try:
+            queue.put(msg("a", 1))
+            [message] = await take_all(queue, 1)
+            assert label(message) == "a:1"
+        finally:
+            await queue.close()
+
+    if garbage:
+        run(life())
+        [aside] = tmp_path.glob("queue.db.corrupt-*[0-9]")
+        assert aside.read_bytes() == garbage
+    else:
+        run(life())  # an empty file is an empty database to SQLite: nothing set aside
+        assert not list(tmp_path.glob("queue.db.corrupt-*"))
+    with sqlite3.connect(tmp_path / "queue.db") as db:
+        assert db.execute("SELECT count(*) FROM messages").fetchone() == (1,)
+
+
 def test_disk_rows_go_first_after_a_restart(tmp_path: Path) -> None:
     async def first_life() -> None:
         queue = MessageQueue(disk_config(), tmp_path)
