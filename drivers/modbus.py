@@ -45,16 +45,19 @@ class _RecordingSerial(serial.Serial):
 class ModbusRTU:
     """One Modbus unit on a serial port, 8N1. Also a context manager that closes the port."""
 
+    # The unit a device answers as out of the box; each device class names its own.
+    DEFAULT_UNIT = 1
+
     def __init__(
         self,
         port: str,
-        unit: int,
         baudrate: int = 9600,
+        unit: int | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         retries: int = RETRIES,
     ) -> None:
         self.port = port
-        self.unit = unit
+        self.unit = self.DEFAULT_UNIT if unit is None else unit
         self.retries = retries
         # Our own port object rather than a path: minimalmodbus would cache a port it
         # opened by path in a module-wide table, shared by every instrument on that path.
@@ -71,7 +74,7 @@ class ModbusRTU:
         except serial.SerialException as exc:
             raise BusError(f"cannot open {port}: {exc}") from exc
         self._instrument = minimalmodbus.Instrument(
-            self._serial, unit, close_port_after_each_call=False
+            self._serial, self.unit, close_port_after_each_call=False
         )
         # A late answer to a timed-out request must not be taken for the next one's.
         self._instrument.clear_buffers_before_each_transaction = True

@@ -6,9 +6,8 @@ Every quantity is a signed holding register; the ones read here lie in one block
 
 from __future__ import annotations
 
-from drivers.modbus import DEFAULT_TIMEOUT_S, READ_HOLDING_REGISTERS, ModbusRTU, signed16
+from drivers.modbus import READ_HOLDING_REGISTERS, ModbusRTU, signed16
 
-DEFAULT_UNIT = 0x50
 ACCEL_X = 0x34
 VELOCITY_X = 0x3A
 TEMPERATURE = 0x40
@@ -21,14 +20,7 @@ AXES = ("x", "y", "z")
 
 
 class WTVB01(ModbusRTU):
-    def __init__(
-        self,
-        port: str,
-        baudrate: int = 9600,
-        unit: int = DEFAULT_UNIT,
-        timeout: float = DEFAULT_TIMEOUT_S,
-    ) -> None:
-        super().__init__(port, unit, baudrate=baudrate, timeout=timeout)
+    DEFAULT_UNIT = 0x50
 
     def read(self) -> dict[str, float]:
         count = LAST - FIRST + 1

@@ -5,22 +5,14 @@ Both readings are signed input registers in tenths, read in one request.
 
 from __future__ import annotations
 
-from drivers.modbus import DEFAULT_TIMEOUT_S, READ_INPUT_REGISTERS, ModbusRTU, signed16
+from drivers.modbus import READ_INPUT_REGISTERS, ModbusRTU, signed16
 
-DEFAULT_UNIT = 1
 TEMPERATURE = 0x0001
 HUMIDITY = 0x0002
 
 
 class XYMD02(ModbusRTU):
-    def __init__(
-        self,
-        port: str,
-        baudrate: int = 9600,
-        unit: int = DEFAULT_UNIT,
-        timeout: float = DEFAULT_TIMEOUT_S,
-    ) -> None:
-        super().__init__(port, unit, baudrate=baudrate, timeout=timeout)
+    DEFAULT_UNIT = 1
 
     def read(self) -> dict[str, float]:
         raw_t, raw_rh = self.read_registers(TEMPERATURE, 2, READ_INPUT_REGISTERS)

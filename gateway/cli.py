@@ -17,13 +17,18 @@ from gateway import __version__, configfile
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
 
 
+def report(error: configfile.ConfigError) -> int:
+    """One line per issue on stderr; the exit code of invalid input."""
+    for issue in error.issues:
+        print(issue, file=sys.stderr)
+    return EXIT_INVALID
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         configfile.load(args.file)
     except configfile.ConfigError as exc:
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)
-        return EXIT_INVALID
+        return report(exc)
     print(f"{args.file}: ok")
     return EXIT_OK
 
@@ -34,9 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return daemon.run(args.config)
     except configfile.ConfigError as exc:
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)
-        return EXIT_INVALID
+        return report(exc)
     except (OSError, sqlite3.Error) as exc:
         # State directory not writable, queue file unusable: nothing can run.
         print(f"edge-gateway: cannot start: {exc}", file=sys.stderr)
@@ -51,9 +54,7 @@ def cmd_read(args: argparse.Namespace) -> int:
     try:
         config = configfile.load(args.config)
     except configfile.ConfigError as exc:
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)
-        return EXIT_INVALID
+        return report(exc)
     names = [s.name for s in config.sensors]
     if args.sensor is not None and args.sensor not in names:
         print(f"edge-gateway: no sensor {args.sensor!r} in {args.config} "
