@@ -29,12 +29,12 @@ import numpy as np
 from pydantic import TypeAdapter
 
 from drivers.sim.vibration import Vibration
-from gateway import codec
-from gateway import stage_config as cfg
-from gateway.config import QueueConfig
-from gateway.pipeline import Pipeline, build_steps
-from gateway.queue import Message, MessageQueue
-from gateway.seq import SeqStore
+from gateway.config import stages as cfg
+from gateway.config.models import QueueConfig
+from gateway.pipeline import codec
+from gateway.pipeline.core import Pipeline, build_steps
+from gateway.pipeline.seq import SeqStore
+from gateway.uplink.queue import Message, MessageQueue
 
 DEVICE, SENSOR, TOPIC = "pi-0001", "cabinet", "gw/pi-0001/telemetry/cabinet"
 WARM_UP = 50_000
@@ -202,7 +202,7 @@ async def vibration(state_dir: Path) -> None:
           f"50 % overlap: {seconds / elapsed:,.0f}x real time on one core "
           f"({windows} windows, target >= 50x)")
 
-    from gateway.vibration import Workspace, analyse
+    from gateway.pipeline.vibration import Workspace, analyse
 
     window = np.array(flat, dtype=np.float64).reshape(-1, 3).T.copy()
     workspace = Workspace(window.shape[1], rate_hz, 10.0, 1000.0)

@@ -41,14 +41,14 @@ from typing import Any
 from gmqtt import Client
 from gmqtt.storage import PersistentStorage
 
-from gateway import codec
-from gateway import log as logsetup
-from gateway.config import MqttConfig, QueueConfig
-from gateway.pipeline import Pipeline, build_steps
-from gateway.queue import Message, MessageQueue
-from gateway.seq import SeqStore
-from gateway.stage_config import Calibrate
-from gateway.uplink import Identity, Uplink
+from gateway.config.models import MqttConfig, QueueConfig
+from gateway.config.stages import Calibrate
+from gateway.pipeline import codec
+from gateway.pipeline.core import Pipeline, build_steps
+from gateway.pipeline.seq import SeqStore
+from gateway.service import log as logsetup
+from gateway.uplink.queue import Message, MessageQueue
+from gateway.uplink.supervisor import Identity, Uplink
 
 DEVICE = "bench"
 

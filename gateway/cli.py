@@ -12,9 +12,21 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gateway import __version__, configfile
+from gateway import __version__
+from gateway.config import file as configfile
 
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
+
+DESCRIPTION = """\
+A sensor gateway for a Raspberry Pi: reads temperature, humidity and vibration sensors on I2C
+and Modbus RTU (or their emulators, with `bus: sim` / `port: sim`), preprocesses the readings
+and publishes them over one supervised MQTT connection.
+
+Start with `edge-gateway check-config FILE`, then `edge-gateway read -c FILE` to see what the
+sensors say, then `edge-gateway run -c FILE` (normally run by systemd as edge-gateway.service).
+"""
+
+EPILOG = "exit status: 0 success, 1 runtime failure, 2 bad usage or invalid input"
 
 
 def report(error: configfile.ConfigError) -> int:
@@ -49,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_read(args: argparse.Namespace) -> int:
     import asyncio
 
-    from gateway import readout
+    from gateway.sampling import readout
 
     try:
         config = configfile.load(args.config)
@@ -108,7 +120,12 @@ def i2c_bus(value: str) -> int | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-gateway", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="edge-gateway",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

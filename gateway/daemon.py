@@ -29,20 +29,22 @@ from typing import Any
 
 import structlog
 
-from gateway import __version__, configfile, heartbeat
-from gateway import log as logsetup
-from gateway.config import Config
-from gateway.diagnostics import Diagnostics
-from gateway.health import SensorHealth, State
-from gateway.notify import Notifier
-from gateway.pipeline import Pipeline, build_steps
-from gateway.queue import MessageQueue
-from gateway.sampler import Sampler, policy
-from gateway.sensors import SerialPorts
-from gateway.seq import SeqStore
-from gateway.simbench import SimBench
+from gateway import __version__
+from gateway.config import file as configfile
+from gateway.config.models import Config
+from gateway.pipeline.core import Pipeline, build_steps
+from gateway.pipeline.seq import SeqStore
+from gateway.sampling.health import SensorHealth, State
+from gateway.sampling.sampler import Sampler, policy
+from gateway.sampling.sensors import SerialPorts
+from gateway.sampling.simbench import SimBench
+from gateway.service import heartbeat
+from gateway.service import log as logsetup
+from gateway.service.diagnostics import Diagnostics
+from gateway.service.notify import Notifier
 from gateway.statefile import write_atomic
-from gateway.uplink import Identity, Uplink
+from gateway.uplink.queue import MessageQueue
+from gateway.uplink.supervisor import Identity, Uplink
 
 log = structlog.get_logger(__name__)
 

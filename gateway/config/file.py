@@ -1,0 +1,133 @@
+"""Loading the device file: YAML with line numbers, validated into ``Config``.
+
+Errors come back as ``FILE:LINE: dotted.field: message``, with the line of the key
+that holds the offending value (or of its parent mapping when a key is missing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from gateway.config.models import Config, semantic_errors
+
+Location = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}:{field} {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        super().__init__("\n".join(map(str, issues)))
+        self.issues = issues
+
+
+class _LineIndex:
+    """Maps a location inside the document to the 1-based line it was written on."""
+
+    def __init__(self, root: yaml.Node) -> None:
+        self.lines: dict[Location, int] = {}
+        self.duplicates: list[tuple[Location, int]] = []
+        self._walk(root, ())
+
+    def _walk(self, node: yaml.Node, loc: Location) -> None:
+        self.lines.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+                child = (*loc, key)
+                if child in self.lines:
+                    self.duplicates.append((child, key_node.start_mark.line + 1))
+                self.lines[child] = key_node.start_mark.line + 1
+                self._walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._walk(item, (*loc, index))
+
+    def locate(self, loc: Location) -> tuple[Location, int | None]:
+        """Drop the parts of a pydantic location that are not in the file (union tags)."""
+        found: Location = ()
+        for part in loc:
+            if (*found, part) in self.lines:
+                found = (*found, part)
+            elif part == loc[-1] and isinstance(part, str):
+                # A missing key: report it under its parent, on the parent's line.
+                return (*found, part), self.lines.get(found)
+        return found, self.lines.get(found)
+
+
+def _dotted(loc: Location) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+_PLAIN_MESSAGES = {"extra_forbidden": "unknown key", "missing": "required key is missing"}
+
+
+def _message(error: Any) -> str:
+    plain = _PLAIN_MESSAGES.get(error["type"])
+    return plain or str(error["msg"]).removeprefix("Value error, ")
+
+
+def parse(text: str, file: str, base_dir: Path | None = None) -> Config:
+    """Validate YAML text; ``base_dir`` anchors a relative ``state_dir``."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError([ConfigIssue(file, line, "", f"YAML syntax error: {problem}")]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigIssue(file, None, "", f"YAML error: {exc}")]) from exc
+    if root is None or not isinstance(data, dict):
+        line = root.start_mark.line + 1 if root is not None else 1
+        raise ConfigError([ConfigIssue(file, line, "", "expected a mapping of settings")])
+
+    index = _LineIndex(root)
+    issues = [
+        ConfigIssue(file, line, _dotted(loc), "duplicate key") for loc, line in index.duplicates
+    ]
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc, line = index.locate(tuple(error["loc"]))
+            issues.append(ConfigIssue(file, line, _dotted(loc), _message(error)))
+        raise ConfigError(issues) from None
+    for raw_loc, message in semantic_errors(config):
+        loc, line = index.locate(raw_loc)
+        issues.append(ConfigIssue(file, line, _dotted(loc), message))
+    if issues:
+        raise ConfigError(issues)
+    if base_dir is not None and not config.state_dir.is_absolute():
+        config = config.model_copy(update={"state_dir": base_dir / config.state_dir})
+    return config
+
+
+def load(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([ConfigIssue(str(path), None, "", f"cannot read: {reason}")]) from exc
+    return parse(text, str(path), base_dir=path.resolve().parent)

@@ -1,0 +1,298 @@
+"""The device configuration: pydantic models of SPEC section 3.
+
+Every model forbids unknown keys, so a typo is an error rather than a silently ignored
+setting. Loading from YAML, with line numbers for errors, is in ``configfile``.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, PlainSerializer, PlainValidator
+
+from gateway.config.section import Section
+from gateway.config.stages import Stages, Vibration
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+"""Names that appear in topics: no MQTT wildcards, separators or whitespace."""
+
+TopicName = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    host: str
+    port: int
+    tls: bool
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_broker_url(value: object) -> BrokerUrl:
+    if isinstance(value, BrokerUrl):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a URL such as mqtt://host:1883")  # noqa: TRY004
+    parts = urlsplit(value)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"scheme must be mqtt:// or mqtts://, not {value!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port in {value!r}") from exc
+    if not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"expected mqtt://host:port, got {value!r}")
+    tls = parts.scheme == "mqtts"
+    return BrokerUrl(parts.hostname, port or (8883 if tls else 1883), tls)
+
+
+Broker = Annotated[BrokerUrl, PlainValidator(parse_broker_url), PlainSerializer(str)]
+
+
+class Backoff(Section):
+    initial_s: float = Field(1.0, gt=0)
+    max_s: float = Field(60.0, gt=0)
+
+
+class TlsConfig(Section):
+    """For ``mqtts://`` brokers: the CA to trust and, for mutual TLS, our certificate."""
+
+    ca_file: Annotated[Path, Field(strict=False)] | None = None
+    cert_file: Annotated[Path, Field(strict=False)] | None = None
+    key_file: Annotated[Path, Field(strict=False)] | None = None
+    verify_hostname: bool = True
+
+
+class MqttConfig(Section):
+    brokers: list[Broker] = Field(min_length=1)
+    topic_prefix: TopicName = "gw"
+    client_id: TopicName | None = None
+    qos: Literal[0, 1] = 1
+    keepalive_s: int = Field(30, ge=1, le=3600)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    backoff: Backoff = Backoff()
+    tls: TlsConfig = TlsConfig()
+    username: str | None = None
+    password_file: Annotated[Path, Field(strict=False)] | None = None
+    # Messages per second leaving the queue; cloud brokers throttle or disconnect a
+    # client above their cap (AWS IoT Core: 100/s). None: as fast as acks allow.
+    max_publish_rate: float | None = Field(None, gt=0)
+    # Unacknowledged QoS 1 messages at once; the broker's receive maximum caps it too.
+    max_in_flight: int = Field(100, ge=1, le=65535)
+    session_expiry_s: int | None = Field(None, ge=0, le=0xFFFFFFFF)
+    message_expiry_s: int | None = Field(None, ge=1, le=0xFFFFFFFF)
+    # On SIGTERM, how long the uplink may keep draining the queue before it goes offline.
+    shutdown_flush_s: float = Field(5.0, ge=0)
+
+
+class QueueConfig(Section):
+    memory_max_messages: int = Field(10_000, ge=2)
+    memory_max_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # 0 keeps the queue in memory only; above 0, state_dir/queue.db takes the overflow.
+    disk_max_bytes: int = Field(0, ge=0)
+    # With the disk tier on, a message unsent for this long is written to disk, so a
+    # broker outage followed by a crash or power cut loses at most this much.
+    spill_after_s: float = Field(2.0, gt=0)
+    drop_policy: Literal["oldest", "newest"] = "oldest"
+
+
+class SimFaults(Section):
+    """Fault injection for emulated sensors (``bus: sim`` / ``port: sim`` only)."""
+
+    nack_rate: float = Field(0.0, ge=0, le=1)
+    corrupt_crc_rate: float = Field(0.0, ge=0, le=1)
+    no_answer_rate: float = Field(0.0, ge=0, le=1)
+    unplugged: bool = False
+    stuck: bool = False
+    seed: int = 0
+
+
+I2C_BUS_PATTERN = re.compile(r"^/dev/i2c-\d+$")
+
+
+def check_i2c_bus(value: object) -> int | str:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and (value == "sim" or I2C_BUS_PATTERN.match(value)):
+        return value
+    raise ValueError("bus must be a bus number, a /dev/i2c-N path, or sim")
+
+
+I2CBusName = Annotated[int | str, PlainValidator(check_i2c_bus)]
+
+
+class VibrationTone(Section):
+    axis: Literal["x", "y", "z"]
+    freq_hz: float = Field(gt=0)
+    amplitude_g: float = Field(ge=0)
+
+
+class SimConfig(SimFaults):
+    """An emulated chip: its faults and, for the ADXL345, what shakes it."""
+
+    tones: list[VibrationTone] | None = None
+
+
+class HealthConfig(Section):
+    """When a sensor counts as degraded or failed, and how a failed one is retried."""
+
+    degrade_after_errors: int = Field(3, ge=1)
+    fail_after_errors: int = Field(10, ge=1)
+    # No good reading for this many intervals degrades the sensor.
+    stale_after_intervals: float = Field(3.0, gt=1)
+    retry_max_s: float = Field(300.0, gt=0)
+
+
+class SensorBase(Section):
+    name: TopicName
+    interval_s: float = Field(gt=0)
+    pipeline: Stages = []
+    health: HealthConfig = HealthConfig()
+    sim: SimConfig | None = None
+
+    @property
+    @abstractmethod
+    def simulated(self) -> bool:
+        """Whether the sensor is an emulator (``bus: sim`` / ``port: sim``)."""
+
+
+class I2CSensor(SensorBase):
+    bus: I2CBusName
+    address: int
+
+    @property
+    def simulated(self) -> bool:
+        return self.bus == "sim"
+
+
+class SHT3xSensor(I2CSensor):
+    driver: Literal["sht3x"]
+    address: Literal[0x44, 0x45] = 0x44
+    repeatability: Literal["high", "medium", "low"] = "high"
+
+
+Oversampling = Literal[1, 2, 4, 8, 16]
+
+
+class BME280Sensor(I2CSensor):
+    driver: Literal["bme280"]
+    address: Literal[0x76, 0x77] = 0x76
+    temperature_oversampling: Oversampling = 1
+    pressure_oversampling: Oversampling = 1
+    humidity_oversampling: Oversampling = 1
+    iir_filter: Literal[0, 2, 4, 8, 16] = 0
+
+
+class ADXL345Sensor(I2CSensor):
+    driver: Literal["adxl345"]
+    address: Literal[0x53, 0x1D] = 0x53
+    rate_hz: Literal[100, 200, 400, 800, 1600, 3200] = 100
+    range_g: Literal[2, 4, 8, 16] = 16
+
+
+class SerialSensor(SensorBase):
+    port: str = Field(pattern=r"^(sim|/dev/\S+)$")
+    unit: int
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    timeout_s: float = Field(0.5, gt=0, le=10)
+
+    @property
+    def simulated(self) -> bool:
+        return self.port == "sim"
+
+
+class XYMD02Sensor(SerialSensor):
+    driver: Literal["xymd02"]
+    unit: int = Field(1, ge=1, le=247)
+
+
+class WTVB01Sensor(SerialSensor):
+    driver: Literal["wtvb01"]
+    unit: int = Field(0x50, ge=1, le=247)
+
+
+Sensor = Annotated[
+    SHT3xSensor | BME280Sensor | ADXL345Sensor | XYMD02Sensor | WTVB01Sensor,
+    Field(discriminator="driver"),
+]
+
+
+class LoggingConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = "auto"
+
+
+class HeartbeatConfig(Section):
+    interval_s: float = Field(60.0, ge=1)
+
+
+class DiagnosticsConfig(Section):
+    # Trace allocations from start-up so a SIGUSR1 report shows what grew; it costs
+    # memory and CPU, so it is for hunting a leak, not for every day.
+    tracemalloc: bool = False
+
+
+class RemoteConfigConfig(Section):
+    pass
+
+
+class FirmwareConfig(Section):
+    pass
+
+
+class Config(Section):
+    device_id: TopicName
+    groups: list[TopicName] = []
+    mqtt: MqttConfig
+    queue: QueueConfig = QueueConfig()
+    sensors: list[Sensor] = []
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
+    remote_config: RemoteConfigConfig = RemoteConfigConfig()
+    firmware: FirmwareConfig = FirmwareConfig()
+    logging: LoggingConfig = LoggingConfig()
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
+    state_dir: Annotated[Path, Field(strict=False)] = Path("/var/lib/edge-gateway")
+
+
+def semantic_errors(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
+    """Rules that span fields, as (location, message) pairs like pydantic's own."""
+    errors: list[tuple[tuple[str | int, ...], str]] = []
+    seen: set[str] = set()
+    for index, sensor in enumerate(config.sensors):
+        if sensor.name in seen:
+            errors.append((("sensors", index, "name"), f"duplicate sensor name {sensor.name!r}"))
+        seen.add(sensor.name)
+        if sensor.sim is not None and not sensor.simulated:
+            where = "port" if isinstance(sensor, SerialSensor) else "bus"
+            errors.append((("sensors", index, "sim"), f"emulator settings need {where}: sim"))
+        if sensor.health.fail_after_errors < sensor.health.degrade_after_errors:
+            errors.append((("sensors", index, "health", "fail_after_errors"),
+                           "must be at least degrade_after_errors"))
+        vibration = next((s for s in sensor.pipeline if isinstance(s, Vibration)), None)
+        if vibration is not None and isinstance(sensor, ADXL345Sensor):
+            samples = vibration.window_s * sensor.rate_hz
+            if samples < 16:
+                errors.append((("sensors", index, "pipeline", 0, "window_s"),
+                               f"{samples:g} samples per window at {sensor.rate_hz} Hz; "
+                               "at least 16 are needed"))
+            if sensor.interval_s * sensor.rate_hz > 25:
+                errors.append((("sensors", index, "interval_s"),
+                               f"the FIFO holds 32 samples, {32 / sensor.rate_hz:g} s at "
+                               f"{sensor.rate_hz} Hz: drain it at least every "
+                               f"{25 / sensor.rate_hz:g} s"))
+        if sensor.sim and sensor.sim.tones is not None and not isinstance(sensor, ADXL345Sensor):
+            errors.append((("sensors", index, "sim", "tones"), "only an adxl345 has tones"))
+    tls = config.mqtt.tls
+    if (tls.cert_file is None) != (tls.key_file is None):
+        errors.append((("mqtt", "tls"), "cert_file and key_file go together"))
+    if config.mqtt.password_file is not None and config.mqtt.username is None:
+        errors.append((("mqtt", "password_file"), "needs mqtt.username"))
+    if config.mqtt.backoff.max_s < config.mqtt.backoff.initial_s:
+        errors.append((("mqtt", "backoff", "max_s"), "must be at least initial_s"))
+    return errors

@@ -1,0 +1,135 @@
+"""The emulated hardware of a device: one emulator per simulated sensor.
+
+Like real chips, emulators outlive the drivers that talk to them: a driver re-opened
+after a failure, or a sampler rebuilt by a reload, finds the same chip in the same
+state. Changing only a sensor's ``sim`` settings changes that chip in place, which is
+how an operator (or a test) unplugs and plugs back an emulated sensor.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import fields
+
+from drivers.sim.adxl345 import ADXL345Sim
+from drivers.sim.bme280 import BME280Sim
+from drivers.sim.faults import Faults
+from drivers.sim.i2c import I2CDevice
+from drivers.sim.modbus import ModbusSimServer
+from drivers.sim.sht3x import SHT3xSim
+from drivers.sim.signal import Climate
+from drivers.sim.vibration import Tone, Vibration
+from drivers.sim.wtvb01 import Machine, WTVB01Sim
+from drivers.sim.xymd02 import XYMD02Sim
+from gateway.config.models import (
+    ADXL345Sensor,
+    BME280Sensor,
+    I2CSensor,
+    Sensor,
+    SensorBase,
+    SerialSensor,
+    SHT3xSensor,
+    SimConfig,
+    XYMD02Sensor,
+)
+
+_FAULT_FIELDS = [f.name for f in fields(Faults) if f.init and f.name != "seed"]
+
+
+def _seed(config: SensorBase) -> int:
+    """Emulated sensors of one device differ, and stay the same across restarts."""
+    return zlib.crc32(config.name.encode())
+
+
+def _faults(config: SimConfig | None) -> Faults:
+    if config is None:
+        return Faults()
+    return Faults(**config.model_dump(exclude={"tones"}))
+
+
+def _identity(config: SensorBase) -> tuple[object, ...]:
+    if isinstance(config, SerialSensor):
+        return (type(config), config.unit, config.baudrate)
+    assert isinstance(config, I2CSensor)
+    return (type(config), config.address)
+
+
+class SimBench:
+    def __init__(self) -> None:
+        self._devices: dict[str, tuple[tuple[object, ...], Faults, object]] = {}
+        self._lock = threading.Lock()
+
+    def i2c_chip(self, config: I2CSensor) -> I2CDevice:
+        device = self._get(config, lambda faults: self._new_chip(config, faults))
+        assert isinstance(device, SHT3xSim | BME280Sim | ADXL345Sim)
+        return device
+
+    def modbus_server(self, config: SerialSensor) -> ModbusSimServer:
+        device = self._get(config, lambda faults: self._new_server(config, faults))
+        assert isinstance(device, ModbusSimServer)
+        return device
+
+    def _get(self, config: SensorBase, make: Callable[[Faults], object]) -> object:
+        identity = _identity(config)
+        with self._lock:
+            known = self._devices.get(config.name)
+            if known is not None and known[0] == identity:
+                return known[2]
+            if known is not None:
+                self._close(known[2])
+            faults = _faults(config.sim)
+            device = make(faults)
+            self._devices[config.name] = (identity, faults, device)
+            return device
+
+    @staticmethod
+    def _new_chip(config: I2CSensor, faults: Faults) -> I2CDevice:
+        climate = Climate(seed=_seed(config))
+        if isinstance(config, SHT3xSensor):
+            return SHT3xSim(climate=climate, faults=faults)
+        if isinstance(config, BME280Sensor):
+            return BME280Sim(climate=climate, faults=faults)
+        assert isinstance(config, ADXL345Sensor)
+        vibration = Vibration(seed=_seed(config))
+        if config.sim is not None and config.sim.tones is not None:
+            vibration.tones = [Tone(t.axis, t.freq_hz, t.amplitude_g) for t in config.sim.tones]
+        return ADXL345Sim(vibration=vibration, faults=faults)
+
+    @staticmethod
+    def _new_server(config: SerialSensor, faults: Faults) -> ModbusSimServer:
+        device = (
+            XYMD02Sim(climate=Climate(seed=_seed(config)), faults=faults)
+            if isinstance(config, XYMD02Sensor)
+            else WTVB01Sim(machine=Machine(seed=_seed(config)), faults=faults)
+        )
+        server = device.server(unit=config.unit, baudrate=config.baudrate)
+        server.start()
+        return server
+
+    def update(self, sensors: list[Sensor]) -> None:
+        """Apply changed fault settings to the live emulators; retire removed ones."""
+        wanted = {s.name: s for s in sensors if s.simulated}
+        with self._lock:
+            for name in list(self._devices):
+                if name not in wanted:
+                    self._close(self._devices.pop(name)[2])
+            for name, config in wanted.items():
+                known = self._devices.get(name)
+                if known is None:
+                    continue
+                target = _faults(config.sim)
+                for field_name in _FAULT_FIELDS:
+                    setattr(known[1], field_name, getattr(target, field_name))
+
+    @staticmethod
+    def _close(device: object) -> None:
+        if isinstance(device, ModbusSimServer):
+            device.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for _, _, device in self._devices.values():
+                self._close(device)
+            self._devices.clear()

@@ -1,0 +1,25 @@
+"""The retained status payloads of SPEC section 4 (``P/D/status``).
+
+They live with the uplink because the uplink publishes them itself (on CONNACK, as the
+last will, at shutdown); it sends bytes and knows nothing of readings or the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def online(ts: float, version: str, boot_id: str) -> bytes:
+    return _dumps({"state": "online", "ts": ts, "version": version, "boot_id": boot_id})
+
+
+def offline(reason: str, ts: float | None = None) -> bytes:
+    payload: dict[str, Any] = {"state": "offline", "reason": reason}
+    if ts is not None:
+        payload["ts"] = ts
+    return _dumps(payload)

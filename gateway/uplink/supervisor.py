@@ -1,0 +1,276 @@
+"""The MQTT uplink: one supervised gmqtt connection at a time.
+
+The supervisor connects to the configured brokers in turn, with exponential backoff and
+full jitter between attempts, reset after a connection that stayed up. Each connection
+owns a TaskGroup (publisher, liveness watch); when the connection is lost, that group is
+cancelled and awaited, the socket is closed, and every unacknowledged message goes back
+to the queue, before the next attempt. So nothing of one connection survives into the
+next, and the queue stays the single source of truth for what the broker has not got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+import time
+from dataclasses import dataclass
+
+import structlog
+from gmqtt import Message as MqttMessage
+from gmqtt.mqtt.constants import MQTTv50
+
+from gateway.config.models import BrokerUrl, MqttConfig
+from gateway.uplink import status
+from gateway.uplink.mqtt_client import AckTracker, SupervisedClient
+from gateway.uplink.queue import Message, MessageQueue
+from gateway.uplink.ratelimit import TokenBucket
+
+log = structlog.get_logger(__name__)
+
+DISCONNECT_TIMEOUT_S = 2.0
+# The broker must answer within 1.5 keepalives; we ping after half of one of silence,
+# so a healthy broker always has a full keepalive to answer.
+DEAD_AFTER_KEEPALIVES = 1.5
+PING_AFTER_KEEPALIVES = 0.5
+
+
+@dataclass(frozen=True)
+class Identity:
+    device_id: str
+    version: str
+    boot_id: str
+
+
+@dataclass
+class UplinkStats:
+    connected: bool
+    broker: str | None
+    reconnects: int
+    last_error: str | None
+
+
+class Uplink:
+    def __init__(self, config: MqttConfig, identity: Identity, queue: MessageQueue) -> None:
+        self._config = config
+        self._identity = identity
+        self._queue = queue
+        self._status_topic = f"{config.topic_prefix}/{identity.device_id}/status"
+        self._client: SupervisedClient | None = None
+        self._broker: BrokerUrl | None = None
+        self._closing = False
+        self._bucket = TokenBucket(config.max_publish_rate) if config.max_publish_rate else None
+        self.reconnects = 0
+        self.last_error: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    def stats(self) -> UplinkStats:
+        broker = str(self._broker) if self._broker and self.connected else None
+        return UplinkStats(self.connected, broker, self.reconnects, self.last_error)
+
+    async def run(self) -> None:
+        """Keep a connection up until cancelled or shut down."""
+        backoff = self._config.backoff
+        brokers = self._config.brokers
+        attempt = 0
+        turn = 0
+        while True:
+            broker = brokers[turn % len(brokers)]
+            started = time.monotonic()
+            try:
+                await self._session(broker)
+                error = "connection closed"
+            except Exception as exc:  # whatever ended this connection, the next one retries
+                error = _describe(exc)
+            self.last_error = error
+            log.warning("uplink.disconnected", broker=str(broker), error=error)
+            if self._closing:
+                return
+            # A connection that stayed up a while was healthy: back off from the start.
+            if time.monotonic() - started > backoff.max_s:
+                attempt = 0
+            delay = random.uniform(0, min(backoff.max_s, backoff.initial_s * 2**attempt))
+            attempt += 1
+            turn += 1
+            self.reconnects += 1
+            await asyncio.sleep(delay)
+
+    async def _session(self, broker: BrokerUrl) -> None:
+        lost = asyncio.Event()
+        sent: dict[int, Message] = {}
+
+        def on_ack(mid: int) -> None:
+            message = sent.pop(mid, None)
+            if message is not None:
+                self._queue.ack(message)
+
+        acks = AckTracker(on_ack)
+        client = self._new_client(acks)
+        client.on_disconnect = lambda *_: lost.set()
+        tls = self._tls_context() if broker.tls else False
+        try:
+            async with asyncio.timeout(self._config.connect_timeout_s):
+                await _connect(client, broker, lost, tls, self._config.keepalive_s)
+            window = min(self._config.max_in_flight, client.receive_maximum - 1)
+            log.info("uplink.connected", broker=str(broker), window=window)
+            client.publish(
+                self._status_topic,
+                status.online(time.time(), self._identity.version, self._identity.boot_id),
+                qos=1,
+                retain=True,
+            )
+            self._client, self._broker = client, broker
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self._publish(client, acks, sent, window)),
+                    tg.create_task(self._watch_liveness(client, lost)),
+                ]
+                await lost.wait()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            self._client = None
+            await _close(client)
+            self._queue.rewind()
+
+    def _new_client(self, acks: AckTracker) -> SupervisedClient:
+        config = self._config
+        properties = {}
+        if config.session_expiry_s is not None:
+            properties["session_expiry_interval"] = config.session_expiry_s
+        client = SupervisedClient(
+            config.client_id or self._identity.device_id,
+            clean_session=config.session_expiry_s is None,
+            will_message=MqttMessage(
+                self._status_topic, status.offline("connection lost"), qos=1, retain=True
+            ),
+            persistent_storage=acks,
+            **properties,
+        )
+        if config.username is not None:
+            password = None
+            if config.password_file is not None:
+                password = config.password_file.read_text().rstrip("\r\n")
+            client.set_auth_credentials(config.username, password)
+        return client
+
+    def _tls_context(self) -> ssl.SSLContext:
+        tls = self._config.tls
+        context = ssl.create_default_context(cafile=tls.ca_file)
+        context.check_hostname = tls.verify_hostname
+        if tls.cert_file is not None:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+        return context
+
+    async def _publish(
+        self, client: SupervisedClient, acks: AckTracker, sent: dict[int, Message], window: int
+    ) -> None:
+        expiry = self._config.message_expiry_s
+        extra = {"message_expiry_interval": expiry} if expiry else {}
+        while True:
+            message = await self._queue.take()
+            while acks.pending >= window:
+                acks.changed.clear()
+                await acks.changed.wait()
+            if self._bucket is not None:
+                await self._bucket.acquire()
+            client.publish(message.topic, message.payload, qos=message.qos, **extra)
+            if message.qos:
+                sent[acks.last_mid] = message
+            else:
+                self._queue.ack(message)  # QoS 0 leaves the queue once written
+
+    async def _watch_liveness(self, client: SupervisedClient, lost: asyncio.Event) -> None:
+        """Detect a half-open connection (no PINGRESP) within 1.5 keepalives."""
+        keepalive = self._config.keepalive_s
+        while True:
+            await asyncio.sleep(keepalive / 4)
+            silence = client.inbound_silence()
+            if silence >= DEAD_AFTER_KEEPALIVES * keepalive:
+                log.warning("uplink.broker_silent", silence_s=round(silence, 1))
+                client.abort()
+                lost.set()
+                return
+            if silence >= PING_AFTER_KEEPALIVES * keepalive:
+                client.ping()
+
+    def publish_live(self, topic: str, payload: bytes, qos: int = 0) -> bool:
+        """Publish now, outside the queue, if connected: for live views such as the
+        heartbeat, which are worthless once late."""
+        client = self._client
+        if client is None:
+            return False
+        client.publish(topic, payload, qos=qos)
+        return True
+
+    async def shutdown(self, flush_s: float) -> None:
+        """Drain the queue for up to ``flush_s``, then go offline cleanly; ``run`` returns."""
+        self._closing = True
+        client = self._client
+        if client is None:
+            return
+        try:
+            async with asyncio.timeout(flush_s):
+                await self._queue.drained()
+        except TimeoutError:
+            log.warning("uplink.flush_incomplete", left=self._queue.depth)
+        if self._client is not client:
+            return  # the connection was lost while flushing; the last will stands
+        client.publish(
+            self._status_topic, status.offline("shutdown", time.time()), qos=1, retain=True
+        )
+        await _close(client)
+
+
+async def _connect(
+    client: SupervisedClient,
+    broker: BrokerUrl,
+    lost: asyncio.Event,
+    tls: ssl.SSLContext | bool,
+    keepalive: int,
+) -> None:
+    """CONNECT and wait for CONNACK; a connection lost before that fails at once, saying why.
+
+    gmqtt would wait for a CONNACK that cannot come, until ``connect_timeout_s``, and
+    the reason (a TLS broker refusing our certificate, say) would be lost.
+    """
+    connecting = asyncio.ensure_future(
+        client.connect(broker.host, broker.port, ssl=tls, keepalive=keepalive, version=MQTTv50)
+    )
+    watching = asyncio.ensure_future(lost.wait())
+    try:
+        await asyncio.wait({connecting, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (connecting, watching):
+            task.cancel()
+        await asyncio.wait({connecting, watching})
+    if not connecting.cancelled():
+        connecting.result()  # connected, or why not
+        return
+    reason = client.lost_reason()
+    error = f"closed before CONNACK ({_describe(reason) if reason else 'by the broker'})"
+    if broker.tls:
+        error += "; a TLS broker does this when it refuses the client certificate"
+    raise ConnectionError(error)
+
+
+async def _close(client: SupervisedClient) -> None:
+    """Disconnect cleanly (no last will) if possible, else drop the socket."""
+    if not (client.has_connection and client.is_connected):
+        client.abort()
+        return
+    try:
+        async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
+            await client.disconnect()
+    except (OSError, TimeoutError) as exc:
+        log.debug("uplink.close_failed", error=_describe(exc))
+        client.abort()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
