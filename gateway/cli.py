@@ -119,6 +119,33 @@ def i2c_bus(value: str) -> int | str:
         raise argparse.ArgumentTypeError("a bus number, a /dev/i2c-N path, or sim") from None
 
 
+def cmd_config_show(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from gateway.remote import effective
+
+    try:
+        result = effective.load(args.config)
+    except configfile.ConfigError as exc:
+        return report(exc)
+    except ValueError as exc:
+        print(f"{args.config}: applied remote layers unreadable: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps({"config": result.data, "origins": result.origins}, indent=2))
+        return EXIT_OK
+    width = max(map(len, result.origins.values()), default=0)
+    for key, value in result.data.items():
+        text = yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=False)
+        lines = text.rstrip("\n").split("\n")
+        print(f"{result.origins[key]:<{width}}  {lines[0]}")
+        for line in lines[1:]:
+            print(f"{'':<{width}}  {line}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-gateway",
@@ -143,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("--count", type=positive, default=1, metavar="N")
     read.add_argument("--json", action="store_true", help="telemetry payloads, one per line")
     read.set_defaults(handler=cmd_read)
+
+    config = commands.add_parser("config", help="the effective config").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    show = config.add_parser("show", help="the file with the applied remote layers on top, "
+                             "and where each top-level key comes from")
+    show.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    show.add_argument("--json", action="store_true", help="as JSON: config and origins")
+    show.set_defaults(handler=cmd_config_show)
 
     scan = commands.add_parser("scan", help="probe an I2C bus for the supported chips")
     scan.add_argument("--bus", type=i2c_bus, default=1, help="bus number, path or sim (1)")

@@ -1,14 +1,18 @@
-"""The daemon's lifecycle: build everything from a config, run it, reload it, stop it.
+"""The daemon's lifecycle: compose everything from a config, run it, change it, stop it.
 
-One TaskGroup owns the daemon's lifetime tasks (the queue's disk worker); inside it, one
-TaskGroup per configuration generation owns the uplink supervisor, a sampler and a
-pipeline timer per sensor, the heartbeat and the watchdog. SIGHUP re-reads the file: an
-invalid file is logged and the running generation goes on; a change of emulator
-settings only is applied to the live emulators; any other change replaces the
-generation. The queue, the sequence numbers, sensor health and the emulated hardware
-outlive generations, so a reload loses nothing. SIGTERM/SIGINT stop the samplers, flush
-the pipelines, let the uplink drain for ``mqtt.shutdown_flush_s``, publish the
-``shutdown`` status and return. SIGUSR1 writes a diagnostics report.
+One TaskGroup owns every task for the daemon's life: the queue's disk worker, the uplink
+supervisor, the remote-config task, the heartbeat, the watchdog and, through
+``RunningSensors``, a sampler and a pipeline timer per sensor. The config changes part by
+part, never all at once: SIGHUP re-reads the file and puts the applied remote layers back on
+top; a verified remote update does the same with its new layer. Either way ``_apply``
+changes only what differs: sensors added, removed or changed are started and stopped one
+by one (the others keep sampling), a pipeline change takes effect on the next reading, an
+``mqtt`` change reconnects the uplink, queue bounds resize, the log level changes live. A
+remote update whose new sensor does not initialise, or whose broker settings do not
+connect, within ``remote_config.apply_timeout_s`` is rolled back to the previous config.
+SIGTERM/SIGINT stop the samplers, flush the pipelines, let the uplink drain for
+``mqtt.shutdown_flush_s``, publish the ``shutdown`` status and return. SIGUSR1 writes a
+diagnostics report.
 """
 
 from __future__ import annotations
@@ -31,18 +35,24 @@ import structlog
 
 from gateway import __version__
 from gateway.config import file as configfile
-from gateway.config.models import Config
+from gateway.config.models import Config, Sensor
 from gateway.pipeline.core import Pipeline, build_steps
 from gateway.pipeline.seq import SeqStore
+from gateway.remote import effective
+from gateway.remote import store as layer_store
+from gateway.remote.store import LayerStore
+from gateway.remote.updates import Outcome, RemoteConfig, state_payload, state_topic
+from gateway.remote.updates import config_topics as remote_topics
 from gateway.sampling.health import SensorHealth, State
-from gateway.sampling.sampler import Sampler, policy
-from gateway.sampling.sensors import SerialPorts
+from gateway.sampling.running import RunningSensors
 from gateway.sampling.simbench import SimBench
 from gateway.service import heartbeat
 from gateway.service import log as logsetup
 from gateway.service.diagnostics import Diagnostics
 from gateway.service.notify import Notifier
 from gateway.statefile import write_atomic
+from gateway.trust.keys import KeyLoadError, Keyring
+from gateway.uplink.inbox import Inbox
 from gateway.uplink.queue import MessageQueue
 from gateway.uplink.supervisor import Identity, Uplink
 
@@ -90,182 +100,216 @@ class Signals:
         return await self._events.get()
 
 
-@dataclass
-class Shared:
-    """What outlives a configuration generation."""
-
-    queue: MessageQueue
-    seqs: SeqStore
-    identity: Identity
-    bench: SimBench = field(default_factory=SimBench)
-    health: dict[str, SensorHealth] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class Generation:
-    config: Config
-    uplink: Uplink
-    pipelines: list[Pipeline]
-    samplers: list[Sampler]
-
-
-def _without_emulation(config: Config) -> dict[str, Any]:
-    data = config.model_dump()
-    for sensor in data["sensors"]:
-        sensor.pop("sim", None)
-    return data
+def _fixed_changed(new: Config, running: Config) -> list[str]:
+    """Settings that live as long as the process: the identity and the state location
+    (changing them under a running queue and seq store would mix or lose data), and
+    whether the queue has a disk tier at all (its bounds resize live)."""
+    changed = [key for key in ("device_id", "state_dir") if getattr(new, key) !=
+               getattr(running, key)]
+    if (new.queue.disk_max_bytes == 0) != (running.queue.disk_max_bytes == 0):
+        changed.append("queue.disk_max_bytes (turning the disk tier on or off)")
+    return changed
 
 
 class Daemon:
-    def __init__(self, path: Path, config: Config) -> None:
+    def __init__(self, path: Path, document: configfile.Document) -> None:
         self.path = path
-        self.config = config
+        self.document = document
+        self.config = document.config
         self.notifier = Notifier()
         # Small state files (seq counters, reports) are written off the event loop, in order.
         self._io = ThreadPoolExecutor(1, thread_name_prefix="state-io")
-        self._current: Generation | None = None
-        self._shared: Shared | None = None
-        self.diagnostics = Diagnostics(config.diagnostics.tracemalloc, self.figures)
+        self.diagnostics = Diagnostics(self.config.diagnostics.tracemalloc, self.figures)
+        self._started = time.monotonic()
+        self._bench = SimBench()
+        self._health: dict[str, SensorHealth] = {}
+        self._applying = asyncio.Lock()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def _offload(self, fn: Callable[[], None]) -> None:
         await asyncio.get_running_loop().run_in_executor(self._io, fn)
 
     async def run(self) -> int:
         self.diagnostics.ages.install(asyncio.get_running_loop())
-        config = self.config
-        config.state_dir.mkdir(parents=True, exist_ok=True)
-        seqs = SeqStore(config.state_dir / "seq.json", self._offload)
-        seqs.load()
-        queue = MessageQueue(config.queue, config.state_dir)
-        shared = self._shared = Shared(
-            queue, seqs, Identity(config.device_id, __version__, uuid.uuid4().hex)
-        )
-        log.info("daemon.started", version=__version__, config=str(self.path),
-                 device=config.device_id)
+        file_config = self.config
+        file_config.state_dir.mkdir(parents=True, exist_ok=True)
+        base_dir = self.path.resolve().parent
+        store = LayerStore(layer_store.path_in(file_config.state_dir), self._offload)
+        applied = store.load()
         try:
-            await queue.open()
+            config = effective.build(self.document, applied.layers, base_dir).config
+        except configfile.ConfigError as exc:
+            # The file changed under layers that were valid when applied: run on the file
+            # and say why, rather than not at all.
+            log.error("config.remote_layers_invalid", error=effective.first_problem(exc))
+            config = file_config
+        self.config = config
+        keyring = self._keyring = Keyring.load(config.remote_config.trusted_keys)
+        self._seqs = SeqStore(config.state_dir / "seq.json", self._offload)
+        self._seqs.load()
+        self._queue = MessageQueue(config.queue, config.state_dir)
+        self._uplink = Uplink(
+            config.mqtt, Identity(config.device_id, __version__, uuid.uuid4().hex), self._queue
+        )
+        self._inbox = Inbox(config.remote_config.inbox_size,
+                            config.remote_config.max_envelope_bytes)
+        self._remote = RemoteConfig(self.document, base_dir, store, applied, keyring,
+                                    self._apply_remote, self._report_config)
+        self._routes: dict[str, str] = {}
+        self._route(config)
+        log.info("daemon.started", version=__version__, config=str(self.path),
+                 device=config.device_id, remote_versions=applied.versions())
+        try:
+            await self._queue.open()
             with Signals() as signals:
                 async with asyncio.TaskGroup() as tg:
-                    disk = tg.create_task(queue.run(), name="queue-disk")
-                    generation: Config | None = config
-                    first = True
-                    while generation is not None:
-                        generation = await self._generation(generation, shared, signals, first)
-                        first = False
-                    disk.cancel()
+                    await self._serve(tg, signals)
         finally:
-            await queue.close()
-            shared.bench.close()
+            await self._queue.close()
+            self._bench.close()
             self._io.shutdown(wait=True)
         log.info("daemon.stopped")
         return 0
 
-    async def _generation(
-        self, config: Config, shared: Shared, signals: Signals, first: bool
-    ) -> Config | None:
-        """Run one configuration until it is replaced (its successor) or stopped (None)."""
-        current = self._current = self._build(config, shared)
-        async with asyncio.TaskGroup() as tg:
-            uplink_task = tg.create_task(current.uplink.run(), name="uplink")
-            sampler_tasks = [
-                tg.create_task(s.run(), name=f"sampler:{s.config.name}") for s in current.samplers
-            ]
-            timers = [
-                tg.create_task(p.run(), name=f"pipeline:{p.sensor}") for p in current.pipelines
-            ]
-            services = [
-                tg.create_task(heartbeat.beat(config.heartbeat.interval_s, self._heartbeat),
-                               name="heartbeat"),
-            ]
-            if first:
-                await self._ready(current)
-            if self.notifier.watchdog_s:
-                vital = [uplink_task, *sampler_tasks]
-                services.append(tg.create_task(self._watchdog(vital), name="watchdog"))
-            successor = await self._serve(config, shared, signals)
-
-            for task in sampler_tasks:
-                task.cancel()
-            await asyncio.gather(*sampler_tasks, return_exceptions=True)
-            for pipeline in current.pipelines:
-                await pipeline.flush()
-            if successor is None:
-                self.notifier.stopping()
-                await current.uplink.shutdown(config.mqtt.shutdown_flush_s)
-            for task in (*timers, *services, uplink_task):
-                task.cancel()
-        return successor
-
-    def _build(self, config: Config, shared: Shared) -> Generation:
-        prefix = f"{config.mqtt.topic_prefix}/{config.device_id}"
-        ports = SerialPorts()
-        pipelines = []
-        samplers = []
-        for sensor in config.sensors:
-            pipeline = Pipeline(
-                config.device_id,
-                sensor.name,
-                build_steps(sensor.pipeline),
-                f"{prefix}/telemetry/{sensor.name}",
-                config.mqtt.qos,
-                shared.seqs,
-                shared.queue,
-            )
-            health = shared.health.get(sensor.name)
-            if health is None or health.policy != policy(sensor):
-                health = SensorHealth(policy(sensor), started_at=time.time())
-            shared.health[sensor.name] = health
-            pipelines.append(pipeline)
-            samplers.append(Sampler(sensor, pipeline, ports, shared.bench, health))
-        for gone in set(shared.health) - {s.name for s in config.sensors}:
-            del shared.health[gone]
-        shared.bench.update(config.sensors)
-        uplink = Uplink(config.mqtt, shared.identity, shared.queue)
-        return Generation(config, uplink, pipelines, samplers)
-
-    async def _serve(self, config: Config, shared: Shared, signals: Signals) -> Config | None:
-        """Handle signals until one ends the generation."""
-        while True:
-            event = await signals.next()
+    async def _serve(self, tg: asyncio.TaskGroup, signals: Signals) -> None:
+        config = self.config
+        self._group = tg
+        self._sensors = RunningSensors(tg, self._bench, self._health)
+        tasks = self._tasks
+        tasks["queue-disk"] = tg.create_task(self._queue.run(), name="queue-disk")
+        tasks["uplink"] = tg.create_task(self._uplink.run(), name="uplink")
+        tasks["remote-config"] = tg.create_task(self._remote.run(self._inbox.get),
+                                                name="remote-config")
+        self._start_heartbeat(config)
+        await self._sensors.reconcile(config.sensors, self._pipeline_factory(config))
+        await self._ready()
+        if self.notifier.watchdog_s:
+            tasks["watchdog"] = tg.create_task(self._watchdog(), name="watchdog")
+        while (event := await signals.next()) is not Event.STOP:
             log.info("daemon.signal", action=event.value)
-            if event is Event.STOP:
-                return None
             if event is Event.DIAGNOSE:
-                await self._diagnose(config)
+                await self._diagnose()
             elif event is Event.WEDGE:
                 time.sleep(3600)  # noqa: ASYNC251 - wedges the loop on purpose: see DEBUG_HOOKS
             else:
-                successor = self._reload(config)
-                if successor is None:
-                    continue
-                if _without_emulation(successor) != _without_emulation(config):
-                    return successor
-                shared.bench.update(successor.sensors)
-                log.info("config.reloaded", scope="emulators")
-                config = successor
+                await self._reload()
+        log.info("daemon.signal", action=event.value)
+        await self._sensors.stop_all()
+        self.notifier.stopping()
+        await self._uplink.shutdown(self.config.mqtt.shutdown_flush_s)
+        for task in tasks.values():
+            task.cancel()
 
-    def _reload(self, running: Config) -> Config | None:
+    def _start_heartbeat(self, config: Config) -> None:
+        self._tasks["heartbeat"] = self._group.create_task(
+            heartbeat.beat(config.heartbeat.interval_s, self._heartbeat), name="heartbeat"
+        )
+
+    def _pipeline_factory(self, config: Config) -> Callable[[Sensor], Pipeline]:
+        prefix = f"{config.mqtt.topic_prefix}/{config.device_id}"
+
+        def make(sensor: Sensor) -> Pipeline:
+            return Pipeline(config.device_id, sensor.name, build_steps(sensor.pipeline),
+                            f"{prefix}/telemetry/{sensor.name}", config.mqtt.qos,
+                            self._seqs, self._queue)
+
+        return make
+
+    async def _reload(self) -> None:
+        """SIGHUP: the file again, with the remote layers on top; an invalid result is
+        logged and the running config goes on."""
         try:
-            config = configfile.load(self.path)
+            document = await asyncio.to_thread(configfile.load_document, self.path)
+            config = self._remote.current(document).config
         except configfile.ConfigError as exc:
             for issue in exc.issues:
                 log.error("config.reload_rejected", error=str(issue))
-            return None
-        fixed = ("device_id", "state_dir", "queue")
-        if any(getattr(config, key) != getattr(running, key) for key in fixed):
-            # Identity, state location and the queue live as long as the process: changing
-            # them under a running queue and seq store would mix or lose data.
-            log.error("config.reload_rejected", error=f"{', '.join(fixed)} need a restart")
-            return None
-        logsetup.configure(config.logging.level, config.logging.format)
+            return
+        fixed = _fixed_changed(config, self.config)
+        if fixed:
+            log.error("config.reload_rejected", error=f"{', '.join(fixed)}: needs a restart")
+            return
+        try:
+            keyring = Keyring.load(config.remote_config.trusted_keys)
+        except KeyLoadError as exc:
+            log.error("config.reload_rejected", error=f"remote_config.trusted_keys: {exc}")
+            return
+        self.document = document
+        async with self._applying:
+            await self._apply(config, keyring, timeout_s=None)
         log.info("config.reloaded", sensors=len(config.sensors))
-        return config
 
-    async def _ready(self, current: Generation) -> None:
+    async def _apply_remote(self, config: Config, keyring: Keyring) -> str | None:
+        """A verified, valid remote update: applied, or rolled back with the reason."""
+        fixed = _fixed_changed(config, self.config)
+        if fixed:
+            return f"{', '.join(fixed)}: needs a restart"
+        async with self._applying:
+            previous, previous_keys = self.config, self._keyring
+            problem = await self._apply(config, keyring,
+                                        timeout_s=config.remote_config.apply_timeout_s)
+            if problem is not None:
+                await self._apply(previous, previous_keys, timeout_s=None)
+            return problem
+
+    async def _apply(
+        self, config: Config, keyring: Keyring, timeout_s: float | None
+    ) -> str | None:
+        """Change what differs, part by part; with ``timeout_s``, wait that long for new
+        sensors to initialise and new broker settings to connect, and name what did not."""
+        old, self.config, self._keyring = self.config, config, keyring
+        if config.logging != old.logging:
+            logsetup.configure(config.logging.level, config.logging.format)
+        if config.queue != old.queue:
+            self._queue.resize(config.queue)
+        mqtt_changed = config.mqtt != old.mqtt
+        if mqtt_changed:
+            self._uplink.reconfigure(config.mqtt)
+        restart_all = (config.mqtt.topic_prefix, config.mqtt.qos) != (old.mqtt.topic_prefix,
+                                                                      old.mqtt.qos)
+        started = await self._sensors.reconcile(config.sensors, self._pipeline_factory(config),
+                                                restart_all)
+        if config.heartbeat != old.heartbeat:
+            task = self._tasks.pop("heartbeat")
+            task.cancel()
+            await asyncio.wait([task])
+            self._start_heartbeat(config)
+        self._remote.configured(config, keyring)
+        self._route(config)
+        if timeout_s is None:
+            return None
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*(s.first_attempt.wait() for s in started))
+                if mqtt_changed:
+                    await self._uplink.up.wait()
+        except TimeoutError:
+            pass
+        failed = [s.config.name for s in started if not s.opened]
+        if failed:
+            return f"sensor {failed[0]} did not initialise within {timeout_s:g} s"
+        if mqtt_changed and not self._uplink.up.is_set():
+            return f"no broker connection within {timeout_s:g} s ({self._uplink.last_error})"
+        return None
+
+    def _route(self, config: Config) -> None:
+        """Subscribe to the config topics of the running config (none without trusted
+        keys: nothing could be verified)."""
+        wanted = remote_topics(config) if config.remote_config.trusted_keys else {}
+        for topic in set(self._routes) - set(wanted):
+            self._uplink.unroute(topic)
+        for topic in set(wanted) - set(self._routes):
+            self._uplink.route(topic, self._inbox)
+        self._routes = wanted
+
+    def _report_config(self, outcome: Outcome) -> None:
+        self._uplink.publish_retained(state_topic(self.config),
+                                      state_payload(outcome, time.time()))
+
+    async def _ready(self) -> None:
         """READY=1 once every sensor has been initialised (or has failed to), without
         waiting for the broker: a device must be manageable while its network is down."""
-        waits = [s.first_attempt.wait() for s in current.samplers]
+        waits = [s.first_attempt.wait() for s in self._sensors.samplers()]
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 await asyncio.gather(*waits)
@@ -274,11 +318,12 @@ class Daemon:
         self.notifier.ready(self.status_line())
         log.info("daemon.ready")
 
-    async def _watchdog(self, vital: list[asyncio.Task[None]]) -> None:
-        """WATCHDOG=1 only while the loop runs this task and every vital task is alive,
-        so systemd restarts a daemon that is wedged or lost its uplink or a sampler."""
+    async def _watchdog(self) -> None:
+        """WATCHDOG=1 only while the loop runs this task and every vital task (the uplink,
+        each sampler) is alive, so systemd restarts a daemon that is wedged or lost one."""
         assert self.notifier.watchdog_s
         while True:
+            vital = [self._tasks["uplink"], *self._sensors.tasks()]
             dead = [t.get_name() for t in vital if t.done()]
             if dead:
                 log.error("daemon.unhealthy", dead=dead)
@@ -288,50 +333,48 @@ class Daemon:
             await asyncio.sleep(self.notifier.watchdog_s)
 
     def status_line(self) -> str:
-        current, shared = self._current, self._shared
-        if current is None or shared is None:
+        if not hasattr(self, "_sensors"):
             return "starting"
         now = time.time()
-        states = [h.state(now) for h in shared.health.values()]
+        states = [h.state(now) for h in self._health.values()]
         ok = sum(1 for s in states if s is State.OK)
-        link = current.uplink.stats()
+        link = self._uplink.stats()
         broker = f"connected to {link.broker}" if link.connected else "broker unreachable"
-        return f"{broker}; sensors {ok}/{len(states)} ok; queue {shared.queue.depth}"
+        return f"{broker}; sensors {ok}/{len(states)} ok; queue {self._queue.depth}"
 
     def _heartbeat(self) -> None:
-        current, shared = self._current, self._shared
-        assert current is not None and shared is not None
         body = heartbeat.payload(
-            shared.started,
-            shared.queue.stats(),
-            current.uplink.stats(),
-            shared.health,
-            config_version=0,
+            self._started,
+            self._queue.stats(),
+            self._uplink.stats(),
+            self._health,
+            config_version=dict(self._remote.versions()),
             firmware=heartbeat.FirmwareInfo(__version__),
         )
-        config = current.config
+        config = self.config
         topic = f"{config.mqtt.topic_prefix}/{config.device_id}/heartbeat"
-        current.uplink.publish_live(topic, json.dumps(body, separators=(",", ":")).encode())
+        self._uplink.publish_live(topic, json.dumps(body, separators=(",", ":")).encode())
 
     def figures(self) -> dict[str, Any]:
-        current, shared = self._current, self._shared
-        if current is None or shared is None:
+        if not hasattr(self, "_sensors"):
             return {}
         return {
             "status": self.status_line(),
-            "queue": dataclasses.asdict(shared.queue.stats()),
-            "uplink": dataclasses.asdict(current.uplink.stats()),
-            "pipelines": {p.sensor: dataclasses.asdict(p.stats()) for p in current.pipelines},
+            "queue": dataclasses.asdict(self._queue.stats()),
+            "uplink": dataclasses.asdict(self._uplink.stats()),
+            "inbox": {"depth": len(self._inbox), "dropped": self._inbox.dropped},
+            "pipelines": {p.sensor: dataclasses.asdict(p.stats())
+                          for p in self._sensors.pipelines()},
             "sensors": {
                 name: {**dataclasses.asdict(h), "state": h.state(time.time()).value}
-                for name, h in shared.health.items()
+                for name, h in self._health.items()
             },
         }
 
-    async def _diagnose(self, config: Config) -> None:
+    async def _diagnose(self) -> None:
         report = self.diagnostics.report()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        path = config.state_dir / f"diag-{stamp}.json"
+        path = self.config.state_dir / f"diag-{stamp}.json"
         data = json.dumps(report, indent=1, default=str).encode()
         await self._offload(lambda: write_atomic(path, data))
         log.info("diag.report", file=str(path), tasks=len(report["tasks"]),
@@ -340,6 +383,7 @@ class Daemon:
 
 def run(path: Path) -> int:
     """``edge-gateway run``: 0 after a clean stop, 2 for an invalid file."""
-    config = configfile.load(path)
+    document = configfile.load_document(path)
+    config = document.config
     logsetup.configure(config.logging.level, config.logging.format)
-    return asyncio.run(Daemon(path, config).run())
+    return asyncio.run(Daemon(path, document).run())

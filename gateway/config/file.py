@@ -83,8 +83,21 @@ def _message(error: Any) -> str:
     return plain or str(error["msg"]).removeprefix("Value error, ")
 
 
+@dataclass(frozen=True)
+class Document:
+    """A valid device file: its settings as written (for remote layers to go on top of)
+    and validated."""
+
+    data: dict[str, Any]
+    config: Config
+
+
 def parse(text: str, file: str, base_dir: Path | None = None) -> Config:
     """Validate YAML text; ``base_dir`` anchors a relative ``state_dir``."""
+    return parse_document(text, file, base_dir).config
+
+
+def parse_document(text: str, file: str, base_dir: Path | None = None) -> Document:
     try:
         loader = yaml.SafeLoader(text)
         try:
@@ -107,15 +120,32 @@ def parse(text: str, file: str, base_dir: Path | None = None) -> Config:
     issues = [
         ConfigIssue(file, line, _dotted(loc), "duplicate key") for loc, line in index.duplicates
     ]
+    return Document(data, validate(data, file, base_dir, index, issues))
+
+
+def validate(
+    data: dict[str, Any],
+    file: str,
+    base_dir: Path | None = None,
+    index: _LineIndex | None = None,
+    issues: list[ConfigIssue] | None = None,
+) -> Config:
+    """Validate settings already read: those of a file (with its ``index`` for line
+    numbers), or a file's with remote layers on top (no lines to give)."""
+    issues = list(issues or ())
+
+    def locate(raw: Location) -> tuple[Location, int | None]:
+        return index.locate(raw) if index is not None else (raw, None)
+
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors():
-            loc, line = index.locate(tuple(error["loc"]))
+            loc, line = locate(tuple(error["loc"]))
             issues.append(ConfigIssue(file, line, _dotted(loc), _message(error)))
         raise ConfigError(issues) from None
     for raw_loc, message in semantic_errors(config):
-        loc, line = index.locate(raw_loc)
+        loc, line = locate(raw_loc)
         issues.append(ConfigIssue(file, line, _dotted(loc), message))
     if issues:
         raise ConfigError(issues)
@@ -125,9 +155,13 @@ def parse(text: str, file: str, base_dir: Path | None = None) -> Config:
 
 
 def load(path: Path) -> Config:
+    return load_document(path).config
+
+
+def load_document(path: Path) -> Document:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError([ConfigIssue(str(path), None, "", f"cannot read: {reason}")]) from exc
-    return parse(text, str(path), base_dir=path.resolve().parent)
+    return parse_document(text, str(path), base_dir=path.resolve().parent)

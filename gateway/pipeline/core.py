@@ -235,11 +235,24 @@ class Pipeline:
         self._steps.flush()
         await self._send()
 
+    async def retune(self, steps: Steps) -> None:
+        """New stages from the next reading on (a config change). What the old stages hold
+        back goes out first, and no reading can slip into them meanwhile: the swap is done
+        before the first await."""
+        old = self._steps
+        old.flush()
+        steps.outbox.extend(old.outbox)
+        steps.failures.extend(old.failures)
+        steps.readings += old.readings
+        steps.failed += old.failed
+        self._steps = steps
+        await self._send()
+
     async def run(self) -> None:
         """Send a batch whose ``max_delay_s`` has passed while no reading came: a task
         beside the sampler, cancelled with it."""
-        batch = self._steps.batch
         while True:
+            batch = self._steps.batch  # ``retune`` may have replaced it
             deadline = batch.deadline()
             if deadline is None:
                 self._timer_armed = False

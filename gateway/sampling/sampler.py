@@ -62,8 +62,10 @@ class Sampler:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"sensor-{config.name}")
         self.overruns = 0
         self._overrun_logged_at = -OVERRUN_LOG_INTERVAL_S
-        # Set once the sensor has been opened, or has failed to open, for the first time.
+        # Set once the sensor has been opened, or has failed to open, for the first time;
+        # ``opened`` tells which.
         self.first_attempt = asyncio.Event()
+        self.opened = False
 
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -76,6 +78,7 @@ class Sampler:
             while True:
                 if sensor is None:
                     sensor = await self._open()
+                    self.opened = self.opened or sensor is not None
                     self.first_attempt.set()
                 if sensor is not None:
                     await self._sample(sensor)

@@ -37,7 +37,7 @@ def payload(
     queue: QueueStats,
     uplink: UplinkStats,
     sensors: Mapping[str, SensorHealth],
-    config_version: int,
+    config_version: Mapping[str, int],
     firmware: FirmwareInfo,
 ) -> dict[str, Any]:
     now = time.time()
@@ -63,7 +63,7 @@ def payload(
         },
         "rss_bytes": rss_bytes(),
         "tasks": len(asyncio.all_tasks()),
-        "config_version": config_version,
+        "config_version": dict(config_version),
         "firmware": {"version": firmware.version, "slot": firmware.slot,
                      "channel": firmware.channel},
     }

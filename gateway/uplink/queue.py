@@ -138,6 +138,16 @@ class MessageQueue:
                 if count:
                     await self._spill(count, evict=self._config.drop_policy == "oldest")
 
+    def resize(self, config: QueueConfig) -> None:
+        """New bounds and policy, live. Nothing queued is dropped by the change itself:
+        over a smaller memory bound, the disk tier takes the excess on its next turn, or
+        without one the drop policy applies from the next message on. Whether there is a
+        disk tier at all is fixed for the process (the owner refuses that change)."""
+        self._config = config
+        if self._store is not None:
+            self._store.max_bytes = config.disk_max_bytes
+            self._changed.set()
+
     # -- producer side -----------------------------------------------------------------
 
     def put(self, message: Message) -> None:

@@ -6,6 +6,12 @@ owns a TaskGroup (publisher, liveness watch); when the connection is lost, that 
 cancelled and awaited, the socket is closed, and every unacknowledged message goes back
 to the queue, before the next attempt. So nothing of one connection survives into the
 next, and the queue stays the single source of truth for what the broker has not got.
+
+Beside the queue, two small things ride on every connection: the topics we subscribe to
+(subscribed again after each CONNACK, since a clean session forgets them; each delivers
+into the ``Inbox`` of its consumer), and retained state reports (``publish_retained``:
+the latest value per topic, published once and again after a reconnect until the broker
+acknowledges it).
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from dataclasses import dataclass
 
 import structlog
 from gmqtt import Message as MqttMessage
+from gmqtt import Subscription
 from gmqtt.mqtt.constants import MQTTv50
 
 from gateway.config.models import BrokerUrl, MqttConfig
 from gateway.uplink import status
+from gateway.uplink.inbox import Inbox
 from gateway.uplink.mqtt_client import AckTracker, SupervisedClient
 from gateway.uplink.queue import Message, MessageQueue
 from gateway.uplink.ratelimit import TokenBucket
@@ -62,6 +70,18 @@ class Uplink:
         self._bucket = TokenBucket(config.max_publish_rate) if config.max_publish_rate else None
         self.reconnects = 0
         self.last_error: str | None = None
+        self._routes: dict[str, Inbox] = {}
+        # Latest retained payload per topic not yet acknowledged, and those of this
+        # connection in flight by packet id (one per topic, so a fast-changing state
+        # costs one message in flight, not one per change).
+        self._retained: dict[str, bytes] = {}
+        self._retained_in_flight: dict[int, tuple[str, bytes]] = {}
+        self._acks: AckTracker | None = None
+        # The current connection's "lost" event, set to end it on purpose.
+        self._lost: asyncio.Event | None = None
+        self._reconfigured = asyncio.Event()
+        # Set on CONNACK, cleared when that connection ends or the settings change.
+        self.up = asyncio.Event()
 
     @property
     def connected(self) -> bool:
@@ -71,13 +91,26 @@ class Uplink:
         broker = str(self._broker) if self._broker and self.connected else None
         return UplinkStats(self.connected, broker, self.reconnects, self.last_error)
 
+    def reconfigure(self, config: MqttConfig) -> None:
+        """New broker settings: the connection ends cleanly and the next one, made at once
+        without backoff, uses them. The queue, the subscriptions and the retained reports
+        carry over."""
+        self._config = config
+        self._status_topic = f"{config.topic_prefix}/{self._identity.device_id}/status"
+        self._bucket = TokenBucket(config.max_publish_rate) if config.max_publish_rate else None
+        self.up.clear()
+        self._reconfigured.set()
+        if self._lost is not None:
+            self._lost.set()
+
     async def run(self) -> None:
         """Keep a connection up until cancelled or shut down."""
-        backoff = self._config.backoff
-        brokers = self._config.brokers
         attempt = 0
         turn = 0
         while True:
+            self._reconfigured.clear()
+            backoff = self._config.backoff
+            brokers = self._config.brokers
             broker = brokers[turn % len(brokers)]
             started = time.monotonic()
             try:
@@ -96,20 +129,29 @@ class Uplink:
             attempt += 1
             turn += 1
             self.reconnects += 1
-            await asyncio.sleep(delay)
+            try:
+                async with asyncio.timeout(delay):
+                    await self._reconfigured.wait()
+                attempt = turn = 0  # new settings: try them now, from the first broker
+            except TimeoutError:
+                pass
 
     async def _session(self, broker: BrokerUrl) -> None:
-        lost = asyncio.Event()
+        lost = self._lost = asyncio.Event()
         sent: dict[int, Message] = {}
 
         def on_ack(mid: int) -> None:
             message = sent.pop(mid, None)
             if message is not None:
                 self._queue.ack(message)
+            elif mid in self._retained_in_flight:
+                self._retained_acked(mid)
 
         acks = AckTracker(on_ack)
         client = self._new_client(acks)
         client.on_disconnect = lambda *_: lost.set()
+        client.on_message = self._on_message
+        self._acks, self._retained_in_flight = acks, {}
         tls = self._tls_context() if broker.tls else False
         try:
             async with asyncio.timeout(self._config.connect_timeout_s):
@@ -123,6 +165,10 @@ class Uplink:
                 retain=True,
             )
             self._client, self._broker = client, broker
+            self.up.set()
+            if self._routes:
+                client.subscribe([Subscription(topic, qos=1) for topic in self._routes])
+            self._publish_retained()
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(self._publish(client, acks, sent, window)),
@@ -132,7 +178,8 @@ class Uplink:
                 for task in tasks:
                     task.cancel()
         finally:
-            self._client = None
+            self._client = self._lost = None
+            self.up.clear()
             await _close(client)
             self._queue.rewind()
 
@@ -196,6 +243,47 @@ class Uplink:
                 return
             if silence >= PING_AFTER_KEEPALIVES * keepalive:
                 client.ping()
+
+    def route(self, topic: str, inbox: Inbox) -> None:
+        """Deliver what arrives on ``topic`` (an exact topic, no wildcards) into ``inbox``."""
+        self._routes[topic] = inbox
+        if self._client is not None:
+            self._client.subscribe(Subscription(topic, qos=1))
+
+    def unroute(self, topic: str) -> None:
+        if self._routes.pop(topic, None) is not None and self._client is not None:
+            self._client.unsubscribe(topic)
+
+    def _on_message(
+        self, client: SupervisedClient, topic: str, payload: bytes, qos: int, properties: object
+    ) -> int:
+        inbox = self._routes.get(topic)
+        if inbox is not None:
+            inbox.offer(topic, payload)
+        return 0  # PUBACK "success": the inbox decides what to keep, not the broker
+
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        """Publish a retained state report (QoS 1); only the latest per topic counts, and
+        it is sent again after a reconnect until acknowledged."""
+        self._retained[topic] = payload
+        self._publish_retained()
+
+    def _publish_retained(self) -> None:
+        client, acks = self._client, self._acks
+        if client is None or acks is None:
+            return
+        busy = {topic for topic, _ in self._retained_in_flight.values()}
+        for topic, payload in self._retained.items():
+            if topic not in busy:
+                client.publish(topic, payload, qos=1, retain=True)
+                self._retained_in_flight[acks.last_mid] = (topic, payload)
+
+    def _retained_acked(self, mid: int) -> None:
+        topic, payload = self._retained_in_flight.pop(mid)
+        if self._retained.get(topic) is payload:
+            del self._retained[topic]
+        else:
+            self._publish_retained()  # it changed while in flight: send the latest
 
     def publish_live(self, topic: str, payload: bytes, qos: int = 0) -> bool:
         """Publish now, outside the queue, if connected: for live views such as the

@@ -1,0 +1,53 @@
+"""The effective config: the device file with the applied remote layers on top, validated
+whole with the same models and messages as ``check-config``.
+
+Used at start-up, on SIGHUP (a local edit is re-read and the remote layers go on top again,
+so neither is lost silently), for every remote update before it is applied, and by
+``edge-gateway config show``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.config import file as configfile
+from gateway.config.models import Config
+from gateway.remote import store
+from gateway.remote.layers import Layer, compose
+
+REMOTE = "remote config"
+
+
+@dataclass(frozen=True)
+class Effective:
+    config: Config
+    # The settings as written in the file and the layers, before defaults.
+    data: dict[str, Any]
+    # Per top-level key: "file", "group G v3" or "device v7".
+    origins: dict[str, str]
+
+
+def build(document: configfile.Document, layers: Mapping[str, Layer], base_dir: Path) -> Effective:
+    """Raises ``configfile.ConfigError`` when the layers do not validate on this file."""
+    if not layers:
+        return Effective(document.config, document.data, dict.fromkeys(document.data, "file"))
+    data, origins = compose(document.data, layers)
+    return Effective(configfile.validate(data, REMOTE, base_dir), data, origins)
+
+
+def load(path: Path) -> Effective:
+    """``config show``: the file and the layers applied under its ``state_dir``, read
+    without changing anything. Raises ``ConfigError`` (``ValueError`` for a store file
+    that is not one)."""
+    document = configfile.load_document(path)
+    applied = store.read(store.path_in(document.config.state_dir))
+    return build(document, applied.layers, path.resolve().parent)
+
+
+def first_problem(error: configfile.ConfigError) -> str:
+    """``FIELD: message`` of the first issue, for a one-line reason on the state topic."""
+    issue = error.issues[0]
+    return f"{issue.field}: {issue.message}" if issue.field else issue.message

@@ -1,0 +1,97 @@
+"""The applied remote layers, persisted, so a restart rebuilds the same effective config and
+an older version stays refused.
+
+One small JSON file under ``state_dir/remote/``, written atomically after every change: per
+scope the applied version and its top-level keys, and the last version that was rolled back
+(a retained envelope arrives again at every reconnect; a version that failed once is not
+tried again until a newer one comes). A corrupt file is set aside and the device runs on its
+local file, saying so loudly: a device in a cabinet must come back up.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from gateway.remote.layers import Layer
+from gateway.statefile import read_json, write_atomic
+
+log = structlog.get_logger(__name__)
+
+Offload = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class Applied:
+    layers: Mapping[str, Layer] = field(default_factory=dict)
+    # Per scope, the highest version that was rolled back.
+    failed: Mapping[str, int] = field(default_factory=dict)
+
+    def version(self, scope: str) -> int:
+        layer = self.layers.get(scope)
+        return layer.version if layer is not None else 0
+
+    def versions(self) -> dict[str, int]:
+        return {scope: layer.version for scope, layer in sorted(self.layers.items())}
+
+
+def _decode(data: Any) -> Applied:
+    if not isinstance(data, dict):
+        raise ValueError("not an object")
+    layers = {
+        scope: Layer(scope, int(entry["version"]), dict(entry["config"]))
+        for scope, entry in data.get("layers", {}).items()
+    }
+    failed = {scope: int(version) for scope, version in data.get("failed", {}).items()}
+    return Applied(layers, failed)
+
+
+def _encode(applied: Applied) -> bytes:
+    data = {
+        "layers": {
+            scope: {"version": layer.version, "config": dict(layer.config)}
+            for scope, layer in applied.layers.items()
+        },
+        "failed": dict(applied.failed),
+    }
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def read(path: Path) -> Applied:
+    """The applied layers in ``path`` (none if it does not exist); ``ValueError`` if it is
+    not a store file."""
+    try:
+        data = read_json(path)
+        return Applied() if data is None else _decode(data)
+    except (UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def path_in(state_dir: Path) -> Path:
+    return state_dir / "remote" / "layers.json"
+
+
+class LayerStore:
+    def __init__(self, path: Path, offload: Offload) -> None:
+        self._path = path
+        self._offload = offload
+
+    def load(self) -> Applied:
+        try:
+            return read(self._path)
+        except ValueError as exc:
+            aside = self._path.with_name(f"{self._path.name}.corrupt-{int(time.time())}")
+            self._path.replace(aside)
+            log.error("remote.store_corrupt", file=str(self._path), moved_to=str(aside),
+                      error=str(exc))
+            return Applied()
+
+    async def save(self, applied: Applied) -> None:
+        payload = _encode(applied)
+        await self._offload(lambda: write_atomic(self._path, payload))

@@ -1,0 +1,82 @@
+"""What anyone who can publish on the broker, but holds no trusted key, can do to a device:
+nothing but earn a reported rejection; and a flood of it costs neither telemetry nor
+memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from conftest import SENSORS, Device, gaps, rss_kib
+from nacl.signing import SigningKey
+from signing import b64, config_payload, envelope, publish
+
+
+def test_each_forgery_and_mistake_is_rejected_with_its_reason(device: Device) -> None:
+    device.start()
+    stranger = SigningKey.generate()
+    me = device.id
+    good = config_payload(2, {"sensors": [SENSORS[0]]}, device=me)
+    tampered = json.loads(envelope(device.key, good))
+    tampered["payload"] = b64(good.replace(b'"room"', b'"moor"'))
+    cases = [
+        ("bad signature", envelope(stranger, good, key_id=json.loads(
+            envelope(device.key, good))["kid"])),
+        ("unknown key", envelope(stranger, good)),
+        ("bad signature", json.dumps(tampered).encode()),
+        ("expired", envelope(device.key, config_payload(2, {}, device=me, ttl_s=-10))),
+        ("not addressed", envelope(device.key, config_payload(2, {}, device="someone-else"))),
+        ("not json", b"this is not an envelope"),
+        ("too large", envelope(device.key, config_payload(
+            2, {"sensors": [{**SENSORS[0], "name": "x" * 70_000}]}, device=me))),
+        ("unsupported alg", envelope(device.key, good, alg="HS256")),
+        ("wrong kind", envelope(device.key, config_payload(2, {}, device=me,
+                                                           kind="firmware"))),
+    ]
+    for reason, data in cases:
+        publish(device.broker.port, device.device_topic, data)
+        state = device.next_state()
+        assert (state["status"], state["reason"]) == ("rejected", reason), reason
+
+    # A group the device is not in, on the topic of one it is in.
+    publish(device.broker.port, device.group_topic(),
+            envelope(device.key, config_payload(2, {}, group="line-b")))
+    state = device.next_state()
+    assert (state["scope"], state["status"], state["reason"]) == ("group:line-a", "rejected",
+                                                                  "not addressed")
+    # A valid signature over a config that does not validate.
+    device.push(2, {"sensors": [{"name": "x", "driver": "nope"}]})
+    state = device.next_state()
+    assert state["status"] == "rejected"
+    assert state["reason"].startswith("invalid config: sensors.0")
+
+    beat = device.heartbeat()
+    assert set(beat["sensors"]) == {"room", "hall"}
+    assert beat["config_version"] == {}
+    assert device.show()["origins"]["sensors"] == "file"
+
+
+def test_flood_leaves_telemetry_and_memory_alone(device: Device) -> None:
+    device.start()
+    device.drain(3.0)  # past start-up allocations
+    rss_before = rss_kib(device.pid)
+    stranger = SigningKey.generate()
+    forged = envelope(stranger, config_payload(9, {}, device=device.id))
+    lines = b"\n".join(forged if n % 2 else b"junk %d" % n for n in range(10_000)) + b"\n"
+    started = time.monotonic()
+    for topic in (device.device_topic, device.group_topic()):
+        subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(device.broker.port),
+                        "-t", topic, "-q", "1", "-l"], input=lines[: len(lines) // 2],
+                       check=True, timeout=30)
+    assert time.monotonic() - started < 10
+    device.drain(3.0)
+    assert gaps(device.seqs["room"]) == []
+    assert gaps(device.seqs["hall"]) == []
+    assert rss_kib(device.pid) - rss_before < 5 * 1024
+    assert device.daemon is not None
+    rejections = [e for e in device.daemon.events() if e.get("event") == "config.rejected"]
+    assert 1 <= len(rejections) <= 6
+    count = len(device.seqs["room"])
+    device.drain(1.0)
+    assert len(device.seqs["room"]) > count
