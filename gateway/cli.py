@@ -120,9 +120,11 @@ def cmd_keygen(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_INVALID
     except OSError as exc:
-        print(f"edge-gateway: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return EXIT_INVALID if isinstance(exc, FileNotFoundError | NotADirectoryError) \
-            else EXIT_FAILURE
+        print(f"edge-gateway: cannot write {exc.filename or args.out}: {exc.strerror or exc}",
+              file=sys.stderr)
+        # A directory that is not there is a wrong --out; anything else failed at run time.
+        wrong_path = isinstance(exc, FileNotFoundError | NotADirectoryError)
+        return EXIT_INVALID if wrong_path else EXIT_FAILURE
     print(f"kid: {pair.key.public.kid}")
     print(f"public key: {pair.public_path} (list it in the devices' remote_config.trusted_keys)")
     print(f"private key: {pair.private_path} (mode 0600; keep it off the devices)")
