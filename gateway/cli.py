@@ -110,6 +110,49 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from gateway.operator import keygen
+
+    try:
+        pair = keygen.write_key_pair(args.out)
+    except FileExistsError as exc:
+        print(f"edge-gateway: {exc.filename} exists; keygen never overwrites a key",
+              file=sys.stderr)
+        return EXIT_INVALID
+    except OSError as exc:
+        print(f"edge-gateway: cannot write {exc.filename or args.out}: {exc.strerror or exc}",
+              file=sys.stderr)
+        # A directory that is not there is a wrong --out; anything else failed at run time.
+        wrong_path = isinstance(exc, FileNotFoundError | NotADirectoryError)
+        return EXIT_INVALID if wrong_path else EXIT_FAILURE
+    print(f"kid: {pair.key.public.kid}")
+    print(f"public key: {pair.public_path} (list it in the devices' remote_config.trusted_keys)")
+    print(f"private key: {pair.private_path} (mode 0600; keep it off the devices)")
+    return EXIT_OK
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from gateway.operator import sign
+    from gateway.trust.envelope import DEFAULT_MAX_BYTES
+    from gateway.trust.keys import KeyLoadError
+
+    try:
+        envelope = sign.sign_file(args.payload, args.key)
+    except KeyLoadError as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except OSError as exc:
+        print(f"edge-gateway: cannot read {args.payload}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_INVALID
+    if len(envelope) > DEFAULT_MAX_BYTES:
+        print(f"edge-gateway: warning: the envelope is {len(envelope)} bytes; devices refuse "
+              f"more than remote_config.max_envelope_bytes ({DEFAULT_MAX_BYTES} by default)",
+              file=sys.stderr)
+    sys.stdout.write(envelope.decode("ascii") + "\n")
+    return EXIT_OK
+
+
 def i2c_bus(value: str) -> int | str:
     if value == "sim" or value.startswith("/dev/"):
         return value
@@ -182,6 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
     scan = commands.add_parser("scan", help="probe an I2C bus for the supported chips")
     scan.add_argument("--bus", type=i2c_bus, default=1, help="bus number, path or sim (1)")
     scan.set_defaults(handler=cmd_scan)
+
+    keygen = commands.add_parser("keygen", help="write a new Ed25519 key pair for signing")
+    keygen.add_argument("--out", type=Path, required=True, metavar="PREFIX",
+                        help="writes PREFIX.key (private, mode 0600) and PREFIX.pub")
+    keygen.set_defaults(handler=cmd_keygen)
+
+    sign = commands.add_parser("sign", help="wrap a payload file in a signed envelope")
+    sign.add_argument("--key", type=Path, required=True, metavar="KEYFILE",
+                      help="a private key from keygen")
+    sign.add_argument("payload", type=Path, metavar="PAYLOAD.json")
+    sign.set_defaults(handler=cmd_sign)
     return parser
 
 

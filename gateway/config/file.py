@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from gateway.config.models import Config, semantic_errors
+from gateway.config.models import PUBLIC_KEY_PATTERN, Config, is_key_file, semantic_errors
 
 Location = tuple[str | int, ...]
 
@@ -83,6 +83,46 @@ def _message(error: Any) -> str:
     return plain or str(error["msg"]).removeprefix("Value error, ")
 
 
+MAX_KEY_FILE_BYTES = 1024
+
+
+def key_file_problem(path: Path) -> str | None:
+    """Why a trusted key file cannot serve, or None; its key is checked again when loaded."""
+    try:
+        with path.open("rb") as key_file:
+            data = key_file.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        return f"cannot read key file {path}: {exc.strerror or exc}"
+    if len(data) > MAX_KEY_FILE_BYTES or not PUBLIC_KEY_PATTERN.fullmatch(
+        data.decode("ascii", "replace").strip()
+    ):
+        return f"key file {path} does not hold a public key (64 hex characters)"
+    return None
+
+
+def _key_file_errors(config: Config) -> list[tuple[Location, str]]:
+    errors: list[tuple[Location, str]] = []
+    for index, entry in enumerate(config.remote_config.trusted_keys):
+        problem = key_file_problem(Path(entry)) if is_key_file(entry) else None
+        if problem is not None:
+            errors.append((("remote_config", "trusted_keys", index), problem))
+    return errors
+
+
+def _anchored(config: Config, base_dir: Path) -> Config:
+    """Relative paths in the file are relative to the file's directory."""
+    update: dict[str, object] = {}
+    if not config.state_dir.is_absolute():
+        update["state_dir"] = base_dir / config.state_dir
+    keys = config.remote_config.trusted_keys
+    anchored = [str(base_dir / k) if is_key_file(k) else k for k in keys]
+    if anchored != keys:
+        update["remote_config"] = config.remote_config.model_copy(
+            update={"trusted_keys": anchored}
+        )
+    return config.model_copy(update=update) if update else config
+
+
 @dataclass(frozen=True)
 class Document:
     """A valid device file: its settings as written (for remote layers to go on top of)
@@ -93,7 +133,7 @@ class Document:
 
 
 def parse(text: str, file: str, base_dir: Path | None = None) -> Config:
-    """Validate YAML text; ``base_dir`` anchors a relative ``state_dir``."""
+    """Validate YAML text; ``base_dir`` anchors relative paths (``state_dir``, key files)."""
     return parse_document(text, file, base_dir).config
 
 
@@ -144,13 +184,13 @@ def validate(
             loc, line = locate(tuple(error["loc"]))
             issues.append(ConfigIssue(file, line, _dotted(loc), _message(error)))
         raise ConfigError(issues) from None
-    for raw_loc, message in semantic_errors(config):
+    if base_dir is not None:
+        config = _anchored(config, base_dir)
+    for raw_loc, message in semantic_errors(config) + _key_file_errors(config):
         loc, line = locate(raw_loc)
         issues.append(ConfigIssue(file, line, _dotted(loc), message))
     if issues:
         raise ConfigError(issues)
-    if base_dir is not None and not config.state_dir.is_absolute():
-        config = config.model_copy(update={"state_dir": base_dir / config.state_dir})
     return config
 
 

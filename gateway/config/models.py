@@ -238,8 +238,38 @@ class DiagnosticsConfig(Section):
     tracemalloc: bool = False
 
 
+PUBLIC_KEY_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
+"""A public key written out: the raw 32-byte Ed25519 key in hex (``gateway.trust.keys``)."""
+
+
+def check_trusted_key(value: object) -> str:
+    """A public key in hex, or the path of a file holding one (checked when the file loads)."""
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise ValueError("expected a public key (64 hex characters) or a key file's path")
+    text = value.strip()
+    if PUBLIC_KEY_PATTERN.fullmatch(text):
+        return text
+    if all(char in "0123456789abcdefABCDEF" for char in text):
+        raise ValueError(f"a public key is 64 hex characters, this one has {len(text)}")
+    if text.endswith(".key"):
+        raise ValueError("a .key file is a private key: list its .pub file here")
+    return text
+
+
+TrustedKey = Annotated[str, PlainValidator(check_trusted_key)]
+
+
+def is_key_file(entry: str) -> bool:
+    return not PUBLIC_KEY_PATTERN.fullmatch(entry)
+
+
 class RemoteConfigConfig(Section):
-    pass
+    # Empty: no envelope can verify, so remote configuration is off.
+    trusted_keys: list[TrustedKey] = []
+    max_envelope_bytes: int = Field(65536, ge=1024, le=1024 * 1024)
+    apply_timeout_s: float = Field(30.0, gt=0, le=3600)
+    # Inbound envelopes waiting to be verified; when full, the newest are dropped and counted.
+    inbox_size: int = Field(32, ge=1, le=1024)
 
 
 class FirmwareConfig(Section):
