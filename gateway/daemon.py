@@ -26,7 +26,6 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -256,7 +255,8 @@ class Daemon:
         self, config: Config, keyring: Keyring, timeout_s: float | None
     ) -> str | None:
         """Change what differs, part by part; with ``timeout_s``, wait that long for new
-        sensors to initialise and new broker settings to connect, and name what did not."""
+        sensors to give a first good reading and new broker settings to connect, and name
+        what did not."""
         old, self.config, self._keyring = self.config, config, keyring
         if config.logging != old.logging:
             logsetup.configure(config.logging.level, config.logging.format)
@@ -280,12 +280,12 @@ class Daemon:
             return None
         try:
             async with asyncio.timeout(timeout_s):
-                await asyncio.gather(*(s.first_attempt.wait() for s in started))
+                await asyncio.gather(*(s.first_reading.wait() for s in started))
                 if mqtt_changed:
                     await self._uplink.up.wait()
         except TimeoutError:
             pass
-        failed = [s.config.name for s in started if not s.opened]
+        failed = [s.config.name for s in started if not s.first_reading.is_set()]
         if failed:
             return f"sensor {failed[0]} did not initialise within {timeout_s:g} s"
         if mqtt_changed and not self._uplink.up.is_set():

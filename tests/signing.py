@@ -27,11 +27,11 @@ def public_hex(key: SigningKey) -> str:
 
 
 def config_payload(version: int, config: dict[str, Any], device: str | None = None,
-                   group: str | None = None, ttl_s: float = 3600,
+                   group: str | None = None, ttl_s: float = 3600, age_s: float = 0,
                    kind: str = "config") -> bytes:
-    now = time.time()
-    body: dict[str, Any] = {"kind": kind, "version": version, "issued_at": now,
-                            "expires_at": now + ttl_s, "config": config}
+    issued = time.time() - age_s
+    body: dict[str, Any] = {"kind": kind, "version": version, "issued_at": issued,
+                            "expires_at": issued + ttl_s, "config": config}
     if device is not None:
         body["device"] = device
     if group is not None:

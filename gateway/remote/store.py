@@ -43,7 +43,7 @@ class Applied:
 
 def _decode(data: Any) -> Applied:
     if not isinstance(data, dict):
-        raise ValueError("not an object")
+        raise TypeError("not an object")
     layers = {
         scope: Layer(scope, int(entry["version"]), dict(entry["config"]))
         for scope, entry in data.get("layers", {}).items()
@@ -70,7 +70,7 @@ def read(path: Path) -> Applied:
         data = read_json(path)
         return Applied() if data is None else _decode(data)
     except (UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(str(exc)) from exc
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def path_in(state_dir: Path) -> Path:

@@ -26,9 +26,10 @@ from gateway.config.models import Config
 from gateway.remote import effective
 from gateway.remote.layers import DEVICE, Layer, group_of, group_scope, refused_keys
 from gateway.remote.store import Applied, LayerStore
-from gateway.trust.envelope import Rejected, verify
-from gateway.trust.keys import Keyring, KeyLoadError
+from gateway.trust.envelope import verify
+from gateway.trust.keys import KeyLoadError, Keyring
 from gateway.trust.payload import ConfigPayload, parse_config
+from gateway.trust.rejection import Rejected
 
 log = structlog.get_logger(__name__)
 
@@ -124,17 +125,14 @@ class RemoteConfig:
     async def handle(self, message: Message) -> Outcome | None:
         scope = config_topics(self._config).get(message.topic)
         try:
-            if scope is None:
-                raise Refusal("not addressed")
-            if message.payload is None:
-                raise Refusal("too large", scope)
-            update = self._accept(scope, message.payload)
+            update = self._accept(scope, message)
             if update is None:
                 return None
             candidate, layers, keyring = update
         except Refusal as exc:
             self._log_rejection(exc.reason, message.topic)
             return Outcome(exc.scope or scope, exc.version, "rejected", exc.reason)
+        assert scope is not None
         layer = layers[scope]
         problem = await self._apply(candidate, keyring)
         if problem is not None:
@@ -150,13 +148,18 @@ class RemoteConfig:
         return Outcome(scope, layer.version, "applied")
 
     def _accept(
-        self, scope: str, data: bytes
+        self, scope: str | None, message: Message
     ) -> tuple[Config, dict[str, Layer], Keyring] | None:
         """The config an envelope leads to, None when it is the applied one again, or
         ``Refusal``."""
+        if scope is None:
+            raise Refusal("not addressed")
+        if message.payload is None:
+            raise Refusal("too large", scope)
         config = self._config
         try:
-            verified = verify(data, self._keyring, config.remote_config.max_envelope_bytes)
+            verified = verify(message.payload, self._keyring,
+                              config.remote_config.max_envelope_bytes)
             payload = parse_config(verified.payload)
             payload.check_expiry(self._clock())
         except Rejected as exc:

@@ -63,9 +63,9 @@ class Sampler:
         self.overruns = 0
         self._overrun_logged_at = -OVERRUN_LOG_INTERVAL_S
         # Set once the sensor has been opened, or has failed to open, for the first time;
-        # ``opened`` tells which.
+        # and once it has given its first good reading.
         self.first_attempt = asyncio.Event()
-        self.opened = False
+        self.first_reading = asyncio.Event()
 
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -78,7 +78,6 @@ class Sampler:
             while True:
                 if sensor is None:
                     sensor = await self._open()
-                    self.opened = self.opened or sensor is not None
                     self.first_attempt.set()
                 if sensor is not None:
                     await self._sample(sensor)
@@ -131,6 +130,7 @@ class Sampler:
         ts = time.time()
         recovered = self.health.consecutive_errors > 0
         self.health.succeeded(ts)
+        self.first_reading.set()
         if recovered:
             log.info("sensor.recovered", sensor=self.config.name)
         if fifo is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -119,7 +120,7 @@ class Device:
         while (left := deadline - time.monotonic()) > 0:
             try:
                 self._take(self.sub.get(left))
-            except Exception:  # noqa: BLE001 - queue.Empty: nothing more came
+            except queue.Empty:
                 return
 
     def next_state(self, timeout: float = 15.0) -> dict[str, Any]:

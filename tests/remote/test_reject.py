@@ -25,7 +25,7 @@ def test_each_forgery_and_mistake_is_rejected_with_its_reason(device: Device) ->
             envelope(device.key, good))["kid"])),
         ("unknown key", envelope(stranger, good)),
         ("bad signature", json.dumps(tampered).encode()),
-        ("expired", envelope(device.key, config_payload(2, {}, device=me, ttl_s=-10))),
+        ("expired", envelope(device.key, config_payload(2, {}, device=me, age_s=7200))),
         ("not addressed", envelope(device.key, config_payload(2, {}, device="someone-else"))),
         ("not json", b"this is not an envelope"),
         ("too large", envelope(device.key, config_payload(
