@@ -44,7 +44,7 @@ from gateway.service.diagnostics import Diagnostics
 from gateway.service.notify import Notifier
 from gateway.statefile import write_atomic
 from gateway.uplink.queue import MessageQueue
-from gateway.uplink.supervisor import Identity, Uplink
+from gateway.uplink.supervisor import Identity, Link, Uplink
 
 log = structlog.get_logger(__name__)
 
@@ -221,7 +221,7 @@ class Daemon:
         for gone in set(shared.health) - {s.name for s in config.sensors}:
             del shared.health[gone]
         shared.bench.update(config.sensors)
-        uplink = Uplink(config.mqtt, shared.identity, shared.queue)
+        uplink = Uplink(config.mqtt, shared.identity, shared.queue, on_link=self._link_changed)
         return Generation(config, uplink, pipelines, samplers)
 
     async def _serve(self, config: Config, shared: Shared, signals: Signals) -> Config | None:
@@ -287,6 +287,10 @@ class Daemon:
                 self.notifier.status(self.status_line())
             await asyncio.sleep(self.notifier.watchdog_s)
 
+    def _link_changed(self, _: Link) -> None:
+        """STATUS= follows the uplink at once, not only with the next watchdog ping."""
+        self.notifier.status(self.status_line())
+
     def status_line(self) -> str:
         current, shared = self._current, self._shared
         if current is None or shared is None:
@@ -294,9 +298,8 @@ class Daemon:
         now = time.time()
         states = [h.state(now) for h in shared.health.values()]
         ok = sum(1 for s in states if s is State.OK)
-        link = current.uplink.stats()
-        broker = f"connected to {link.broker}" if link.connected else "broker unreachable"
-        return f"{broker}; sensors {ok}/{len(states)} ok; queue {shared.queue.depth}"
+        link = current.uplink.link.describe()
+        return f"{link}; sensors {ok}/{len(states)} ok; queue {shared.queue.depth}"
 
     def _heartbeat(self) -> None:
         current, shared = self._current, self._shared

@@ -6,6 +6,8 @@ owns a TaskGroup (publisher, liveness watch); when the connection is lost, that 
 cancelled and awaited, the socket is closed, and every unacknowledged message goes back
 to the queue, before the next attempt. So nothing of one connection survives into the
 next, and the queue stays the single source of truth for what the broker has not got.
+The owner is told of every change of the link's state (connecting, connected,
+unreachable) as it happens, so what it shows (systemd's STATUS=) is never stale.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import asyncio
 import random
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 import structlog
 from gmqtt import Message as MqttMessage
@@ -42,6 +46,26 @@ class Identity:
     boot_id: str
 
 
+class LinkState(Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True)
+class Link:
+    """Where the uplink stands: the broker it is on or trying, and why the last one went."""
+
+    state: LinkState
+    broker: str
+    reason: str | None = None
+
+    def describe(self) -> str:
+        if self.state is LinkState.UNREACHABLE:
+            return f"broker unreachable ({self.reason})"
+        return f"{self.state.value} to {self.broker}"
+
+
 @dataclass
 class UplinkStats:
     connected: bool
@@ -51,7 +75,15 @@ class UplinkStats:
 
 
 class Uplink:
-    def __init__(self, config: MqttConfig, identity: Identity, queue: MessageQueue) -> None:
+    def __init__(
+        self,
+        config: MqttConfig,
+        identity: Identity,
+        queue: MessageQueue,
+        on_link: Callable[[Link], None] | None = None,
+    ) -> None:
+        """``on_link`` is called on the event loop at every change of ``link``; it must be
+        quick (an exception from it is logged, never raised into the uplink)."""
         self._config = config
         self._identity = identity
         self._queue = queue
@@ -62,6 +94,8 @@ class Uplink:
         self._bucket = TokenBucket(config.max_publish_rate) if config.max_publish_rate else None
         self.reconnects = 0
         self.last_error: str | None = None
+        self.link = Link(LinkState.CONNECTING, str(config.brokers[0]))
+        self._on_link = on_link
 
     @property
     def connected(self) -> bool:
@@ -70,6 +104,14 @@ class Uplink:
     def stats(self) -> UplinkStats:
         broker = str(self._broker) if self._broker and self.connected else None
         return UplinkStats(self.connected, broker, self.reconnects, self.last_error)
+
+    def _set_link(self, state: LinkState, broker: BrokerUrl, reason: str | None = None) -> None:
+        self.link = Link(state, str(broker), reason)
+        if self._on_link is not None:
+            try:
+                self._on_link(self.link)
+            except Exception:  # the owner's display must not take the connection down
+                log.exception("uplink.on_link_failed")
 
     async def run(self) -> None:
         """Keep a connection up until cancelled or shut down."""
@@ -80,6 +122,7 @@ class Uplink:
         while True:
             broker = brokers[turn % len(brokers)]
             started = time.monotonic()
+            self._set_link(LinkState.CONNECTING, broker)
             try:
                 await self._session(broker)
                 error = "connection closed"
@@ -89,6 +132,7 @@ class Uplink:
             log.warning("uplink.disconnected", broker=str(broker), error=error)
             if self._closing:
                 return
+            self._set_link(LinkState.UNREACHABLE, broker, error)
             # A connection that stayed up a while was healthy: back off from the start.
             if time.monotonic() - started > backoff.max_s:
                 attempt = 0
@@ -123,6 +167,7 @@ class Uplink:
                 retain=True,
             )
             self._client, self._broker = client, broker
+            self._set_link(LinkState.CONNECTED, broker)
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(self._publish(client, acks, sent, window)),
