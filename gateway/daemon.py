@@ -53,7 +53,7 @@ from gateway.statefile import write_atomic
 from gateway.trust.keys import KeyLoadError, Keyring
 from gateway.uplink.inbox import Inbox
 from gateway.uplink.queue import MessageQueue
-from gateway.uplink.supervisor import Identity, Uplink
+from gateway.uplink.supervisor import Identity, Link, Uplink
 
 log = structlog.get_logger(__name__)
 
@@ -148,7 +148,8 @@ class Daemon:
         self._seqs.load()
         self._queue = MessageQueue(config.queue, config.state_dir)
         self._uplink = Uplink(
-            config.mqtt, Identity(config.device_id, __version__, uuid.uuid4().hex), self._queue
+            config.mqtt, Identity(config.device_id, __version__, uuid.uuid4().hex), self._queue,
+            on_link=self._link_changed,
         )
         self._inbox = Inbox(config.remote_config.inbox_size,
                             config.remote_config.max_envelope_bytes)
@@ -332,15 +333,18 @@ class Daemon:
                 self.notifier.status(self.status_line())
             await asyncio.sleep(self.notifier.watchdog_s)
 
+    def _link_changed(self, _: Link) -> None:
+        """STATUS= follows the uplink at once, not only with the next watchdog ping."""
+        self.notifier.status(self.status_line())
+
     def status_line(self) -> str:
         if not hasattr(self, "_sensors"):
             return "starting"
         now = time.time()
         states = [h.state(now) for h in self._health.values()]
         ok = sum(1 for s in states if s is State.OK)
-        link = self._uplink.stats()
-        broker = f"connected to {link.broker}" if link.connected else "broker unreachable"
-        return f"{broker}; sensors {ok}/{len(states)} ok; queue {self._queue.depth}"
+        link = self._uplink.link.describe()
+        return f"{link}; sensors {ok}/{len(states)} ok; queue {self._queue.depth}"
 
     def _heartbeat(self) -> None:
         body = heartbeat.payload(

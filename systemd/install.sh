@@ -24,6 +24,9 @@
 #   - /etc/systemd/system/edge-gateway.service from systemd/edge-gateway.service;
 #   - systemctl daemon-reload, enable, start (restart when the unit or package changed).
 # Uninstalling keeps the user and groups (files elsewhere may belong to them).
+# pip runs with the caller's environment, so an offline install works from a directory of
+# wheels (the dependencies, setuptools and wheel):
+#   sudo PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR systemd/install.sh
 #
 # --root DIR builds the same tree under DIR and touches nothing outside it: user, group,
 # ownership, apt-get and systemctl steps are printed as "would: COMMAND" lines instead of

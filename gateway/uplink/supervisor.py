@@ -11,7 +11,8 @@ Beside the queue, two small things ride on every connection: the topics we subsc
 (subscribed again after each CONNACK, since a clean session forgets them; each delivers
 into the ``Inbox`` of its consumer), and retained state reports (``publish_retained``:
 the latest value per topic, published once and again after a reconnect until the broker
-acknowledges it).
+acknowledges it). The owner is told of every change of the link's state (connecting, connected,
+unreachable) as it happens, so what it shows (systemd's STATUS=) is never stale.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import asyncio
 import random
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 import structlog
 from gmqtt import Message as MqttMessage
@@ -50,6 +53,26 @@ class Identity:
     boot_id: str
 
 
+class LinkState(Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True)
+class Link:
+    """Where the uplink stands: the broker it is on or trying, and why the last one went."""
+
+    state: LinkState
+    broker: str
+    reason: str | None = None
+
+    def describe(self) -> str:
+        if self.state is LinkState.UNREACHABLE:
+            return f"broker unreachable ({self.reason})"
+        return f"{self.state.value} to {self.broker}"
+
+
 @dataclass
 class UplinkStats:
     connected: bool
@@ -59,7 +82,15 @@ class UplinkStats:
 
 
 class Uplink:
-    def __init__(self, config: MqttConfig, identity: Identity, queue: MessageQueue) -> None:
+    def __init__(
+        self,
+        config: MqttConfig,
+        identity: Identity,
+        queue: MessageQueue,
+        on_link: Callable[[Link], None] | None = None,
+    ) -> None:
+        """``on_link`` is called on the event loop at every change of ``link``; it must be
+        quick (an exception from it is logged, never raised into the uplink)."""
         self._config = config
         self._identity = identity
         self._queue = queue
@@ -82,6 +113,8 @@ class Uplink:
         self._reconfigured = asyncio.Event()
         # Set on CONNACK, cleared when that connection ends or the settings change.
         self.up = asyncio.Event()
+        self.link = Link(LinkState.CONNECTING, str(config.brokers[0]))
+        self._on_link = on_link
 
     @property
     def connected(self) -> bool:
@@ -102,6 +135,13 @@ class Uplink:
         self._reconfigured.set()
         if self._lost is not None:
             self._lost.set()
+    def _set_link(self, state: LinkState, broker: BrokerUrl, reason: str | None = None) -> None:
+        self.link = Link(state, str(broker), reason)
+        if self._on_link is not None:
+            try:
+                self._on_link(self.link)
+            except Exception:  # the owner's display must not take the connection down
+                log.exception("uplink.on_link_failed")
 
     async def run(self) -> None:
         """Keep a connection up until cancelled or shut down."""
@@ -113,6 +153,7 @@ class Uplink:
             brokers = self._config.brokers
             broker = brokers[turn % len(brokers)]
             started = time.monotonic()
+            self._set_link(LinkState.CONNECTING, broker)
             try:
                 await self._session(broker)
                 error = "connection closed"
@@ -122,6 +163,7 @@ class Uplink:
             log.warning("uplink.disconnected", broker=str(broker), error=error)
             if self._closing:
                 return
+            self._set_link(LinkState.UNREACHABLE, broker, error)
             # A connection that stayed up a while was healthy: back off from the start.
             if time.monotonic() - started > backoff.max_s:
                 attempt = 0
@@ -165,6 +207,7 @@ class Uplink:
                 retain=True,
             )
             self._client, self._broker = client, broker
+            self._set_link(LinkState.CONNECTED, broker)
             self.up.set()
             if self._routes:
                 client.subscribe([Subscription(topic, qos=1) for topic in self._routes])

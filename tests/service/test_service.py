@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -88,9 +89,53 @@ def test_ready_does_not_wait_for_the_broker(tmp_path: Path, notify: NotifySocket
     try:
         notify.wait_for("READY=1")
         [status] = [m for _, m in notify.messages if "READY=1" in m]
-        assert "broker unreachable" in status
+        assert "connecting to mqtt://127.0.0.1:1" in status or (
+            "broker unreachable (ConnectionRefusedError" in status
+        ), status
     finally:
         daemon.kill()
+
+
+def statuses(notify: NotifySocket) -> list[str]:
+    return [line.removeprefix("STATUS=") for _, m in notify.messages
+            for line in m.splitlines() if line.startswith("STATUS=")]
+
+
+def wait_for_status(notify: NotifySocket, start: str, timeout: float = 15.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [s for s in statuses(notify) if s.startswith(start)]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no STATUS={start}... in {statuses(notify)}"
+        notify.receive(min(deadline, time.monotonic() + 0.2))
+
+
+def test_status_follows_the_uplink_without_waiting_for_a_watchdog_ping(
+    tmp_path: Path, notify: NotifySocket
+) -> None:
+    # No WATCHDOG_USEC: no pings, so every STATUS= after READY comes from the link changing.
+    broker = Broker(tmp_path)
+    config = write_config(tmp_path / "gw.yaml", device_config(broker.port, tmp_path / "state"))
+    daemon = DaemonProcess(config, env={"NOTIFY_SOCKET": str(notify.path)})
+    try:
+        notify.wait_for("READY=1")
+        refused = wait_for_status(notify, "broker unreachable (")
+        assert re.fullmatch(r"broker unreachable \(ConnectionRefusedError: .*\); "
+                            r"sensors [01]/1 ok; queue \d+", refused), refused
+        broker.start()
+        connected = wait_for_status(notify, f"connected to {broker.url}; ")
+        assert re.fullmatch(r"connected to \S+; sensors 1/1 ok; queue \d+", connected)
+        notify.messages.clear()
+        broker.stop()
+        lost = wait_for_status(notify, "broker unreachable (")
+        assert lost.startswith("broker unreachable (connection closed); sensors 1/1 ok"), lost
+        wait_for_status(notify, f"connecting to {broker.url}; ")
+        assert not [m for _, m in notify.messages if "WATCHDOG=1" in m]
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+        broker.stop()
 
 
 def test_a_wedged_event_loop_stops_the_watchdog_pings(
