@@ -72,6 +72,8 @@ class ModbusRTU:
         self.retries = retries
         # Our own port object rather than a path: minimalmodbus would cache a port it
         # opened by path in a module-wide table, shared by every instrument on that path.
+        # pyserial's RFC 2217 client refuses a write timeout; it writes to a socket.
+        write_timeout = None if port.lower().startswith("rfc2217://") else timeout
         try:
             self._serial = _RecordingPort(
                 serial.serial_for_url(
@@ -81,7 +83,7 @@ class ModbusRTU:
                     parity=serial.PARITY_NONE,
                     stopbits=serial.STOPBITS_ONE,
                     timeout=timeout,
-                    write_timeout=timeout,
+                    write_timeout=write_timeout,
                 )
             )
         except (serial.SerialException, ValueError) as exc:

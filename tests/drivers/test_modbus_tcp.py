@@ -1,5 +1,6 @@
-"""Modbus RTU through a TCP serial server (``socket://``): the same drivers, over socat
-bridged to the emulator's pty, with timeouts, exception codes and a vanished server."""
+"""Modbus RTU through a TCP serial server: the same drivers, over socat (``socket://``)
+or an RFC 2217 server (``rfc2217://``) bridged to the emulator's pty, with timeouts,
+exception codes and a vanished server."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serial_server import TcpSerialServer
+from serial_server import Rfc2217Server, TcpSerialServer
 
 from drivers.errors import BusError, ModbusExceptionError, SensorTimeout
 from drivers.sim.faults import Faults
@@ -70,6 +71,28 @@ def test_silent_device_times_out_after_bounded_retries(tmp_path: Path) -> None:
         assert server.requests == 3  # three attempts, as on a tty
         faults.unplugged = False
         assert set(driver.read()) == {"temperature_c", "humidity_rh"}
+
+
+def test_rfc2217_sets_the_line_and_reads(modbus_no_leaks: None) -> None:
+    sim = XYMD02Sim(Climate(-3.5, 88.0, noise=0.0), clock=lambda: 0.0)
+    with (
+        sim.server(baudrate=19200) as server,
+        Rfc2217Server(server.port) as rfc,
+        XYMD02(rfc.url, baudrate=19200, timeout=TIMEOUT) as driver,
+    ):
+        assert rfc.line.baudrate == 19200  # set by the driver, through the protocol
+        assert driver.read() == {"temperature_c": -3.5, "humidity_rh": 88.0}
+
+
+def test_rfc2217_silent_device_times_out() -> None:
+    with (
+        XYMD02Sim(faults=Faults(unplugged=True)).server() as server,
+        Rfc2217Server(server.port) as rfc,
+        XYMD02(rfc.url, timeout=TIMEOUT) as driver,
+    ):
+        with pytest.raises(SensorTimeout):
+            driver.read()
+        assert server.requests == 3
 
 
 @pytest.fixture
