@@ -162,13 +162,15 @@ def test_late_answer_is_not_taken_for_the_next_request() -> None:
 
 
 def test_serial_server_gone_is_a_bus_error(tmp_path: Path) -> None:
-    with XYMD02Sim().server() as server:
-        tcp = bridged(server, tmp_path)
-        with XYMD02(tcp.url, timeout=TIMEOUT) as driver:
+    with (
+        XYMD02Sim().server() as server,
+        bridged(server, tmp_path) as tcp,
+        XYMD02(tcp.url, timeout=TIMEOUT) as driver,
+    ):
+        driver.read()
+        tcp.close()
+        with pytest.raises(BusError):
             driver.read()
-            tcp.close()
-            with pytest.raises(BusError):
-                driver.read()
 
 
 def test_nothing_listening_is_a_bus_error() -> None:
