@@ -2,12 +2,15 @@
 
 minimalmodbus frames the requests and checks the answers; this module owns the serial
 port, bounds the retries and turns minimalmodbus' exceptions into ``drivers.errors``.
+The port is a device path or a pyserial URL (``socket://HOST:PORT``,
+``rfc2217://HOST:PORT``: an RS-485 line behind a TCP serial server); pyserial's
+``serial_for_url`` opens either, and minimalmodbus talks to the object it returns.
 """
 
 from __future__ import annotations
 
 import termios
-from typing import Self
+from typing import Any, Self
 
 import minimalmodbus
 import serial
@@ -32,14 +35,22 @@ def signed16(value: int) -> int:
     return value - 0x10000 if value & 0x8000 else value
 
 
-class _RecordingSerial(serial.Serial):
-    """Remembers the last answer: minimalmodbus puts an exception code only in a message."""
+class _RecordingPort:
+    """The open port as minimalmodbus sees it, remembering the last answer: minimalmodbus
+    puts an exception code only in a message. A wrapper rather than a subclass, because
+    ``serial_for_url`` picks the port's class from the URL."""
 
-    last_read: bytes = b""
+    def __init__(self, device: serial.SerialBase) -> None:
+        # Not ``port``: minimalmodbus reads that attribute as the port's name.
+        self.device = device
+        self.last_read = b""
 
     def read(self, size: int = 1) -> bytes:
-        self.last_read = super().read(size)
+        self.last_read = self.device.read(size)
         return self.last_read
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.device, name)
 
 
 class ModbusRTU:
@@ -61,17 +72,22 @@ class ModbusRTU:
         self.retries = retries
         # Our own port object rather than a path: minimalmodbus would cache a port it
         # opened by path in a module-wide table, shared by every instrument on that path.
+        # pyserial's RFC 2217 client refuses a write timeout; it writes to a socket.
+        write_timeout = None if port.lower().startswith("rfc2217://") else timeout
         try:
-            self._serial = _RecordingSerial(
-                port=port,
-                baudrate=baudrate,
-                bytesize=serial.EIGHTBITS,
-                parity=serial.PARITY_NONE,
-                stopbits=serial.STOPBITS_ONE,
-                timeout=timeout,
-                write_timeout=timeout,
+            self._serial = _RecordingPort(
+                serial.serial_for_url(
+                    port,
+                    baudrate=baudrate,
+                    bytesize=serial.EIGHTBITS,
+                    parity=serial.PARITY_NONE,
+                    stopbits=serial.STOPBITS_ONE,
+                    timeout=timeout,
+                    write_timeout=write_timeout,
+                )
             )
-        except serial.SerialException as exc:
+        except (serial.SerialException, ValueError) as exc:
+            # ValueError: a URL scheme pyserial does not know, or a malformed path.
             raise BusError(f"cannot open {port}: {exc}") from exc
         self._instrument = minimalmodbus.Instrument(
             self._serial, self.unit, close_port_after_each_call=False
@@ -96,7 +112,7 @@ class ModbusRTU:
     def _read_once(self, address: int, count: int, function: int) -> list[int]:
         what = f"{self}: function 0x{function:02X} at 0x{address:04X}"
         # minimalmodbus would silently reopen a closed port and leak it.
-        if not self._serial.is_open:
+        if not self._serial.device.is_open:
             raise BusError(f"{what}: port closed")
         try:
             values: list[int] = self._instrument.read_registers(address, count, function)
@@ -122,7 +138,7 @@ class ModbusRTU:
         return ModbusExceptionError(code, f"{what}: exception code {code}")
 
     def close(self) -> None:
-        self._serial.close()
+        self._serial.device.close()
 
     def __enter__(self) -> Self:
         return self

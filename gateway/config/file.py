@@ -2,6 +2,11 @@
 
 Errors come back as ``FILE:LINE: dotted.field: message``, with the line of the key
 that holds the offending value (or of its parent mapping when a key is missing).
+
+The file may be hostile or broken (it arrives with SIGHUP on a device with little
+memory), so the loader is bounded: its length, how deep it nests and how many values it
+stands for once aliases are expanded (nine levels of nine aliases would otherwise grow to
+gigabytes). Crossing a bound is one more error line, found before the cost is paid.
 """
 
 from __future__ import annotations
@@ -17,6 +22,12 @@ from gateway.config.models import PUBLIC_KEY_PATTERN, Config, is_key_file, seman
 
 Location = tuple[str | int, ...]
 
+# A device's file is a few KB and about 150 values; these bounds are far above any real
+# one, and a file at them costs a few MB and well under a second to read or refuse.
+MAX_CHARS = 1 << 18
+MAX_DEPTH = 64
+MAX_VALUES = 10_000
+
 
 @dataclass(frozen=True)
 class ConfigIssue:
@@ -28,13 +39,86 @@ class ConfigIssue:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         field = f" {self.field}:" if self.field else ""
-        return f"{where}:{field} {self.message}"
+        # A key in the file may hold a line break or a control character: escaped, so
+        # that an issue stays one line on a terminal and in the journal.
+        return "".join(
+            c if c.isprintable() else repr(c)[1:-1] for c in f"{where}:{field} {self.message}"
+        )
 
 
 class ConfigError(Exception):
     def __init__(self, issues: list[ConfigIssue]) -> None:
         super().__init__("\n".join(map(str, issues)))
         self.issues = issues
+
+
+class _Refused(Exception):
+    """A bound of the loader crossed, on a 1-based line."""
+
+    def __init__(self, problem: str, line: int | None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.line = line
+
+
+def _line_of(mark: object) -> int | None:
+    line = getattr(mark, "line", None)
+    return line + 1 if isinstance(line, int) else None
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a document that nests or expands past the bounds.
+
+    The composer recurses once per level, so the depth bound also keeps it clear of
+    Python's recursion limit. Values are counted as they are composed, an alias counting
+    for everything it stands for, so an alias bomb is refused on the line that sets it
+    off, before the line index or the validator walk the expansion.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+        self._values = 0
+        # Values each anchored node stands for. An anchor not in here is still open: an
+        # alias to it would make the document contain itself.
+        self._anchored: dict[yaml.Node, int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+        line = _line_of(event.start_mark)
+        if isinstance(event, yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            if node not in self._anchored:
+                raise _Refused(f"alias *{event.anchor} is inside the value it names", line)
+            self._count(self._anchored[node], line)
+            return node
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _Refused(f"nested deeper than {MAX_DEPTH} levels", line)
+        before = self._values
+        self._count(1, line)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if node is not None and isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            self._anchored[node] = self._values - before
+        return node
+
+    def _count(self, values: int, line: int | None) -> None:
+        self._values += values
+        if self._values > MAX_VALUES:
+            raise _Refused(f"more than {MAX_VALUES} values with aliases expanded", line)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # A scalar that looks like a date or a number but is none (2024-13-45, an
+        # integer of 5,000 digits) makes the constructor raise ValueError.
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            kind = node.tag.rsplit(":", 1)[-1]
+            reason = str(exc).split(";")[0]
+            raise _Refused(f"not a valid {kind}: {reason}", _line_of(node.start_mark)) from exc
 
 
 class _LineIndex:
@@ -138,18 +222,28 @@ def parse(text: str, file: str, base_dir: Path | None = None) -> Config:
 
 
 def parse_document(text: str, file: str, base_dir: Path | None = None) -> Document:
+    if len(text) > MAX_CHARS:
+        raise ConfigError([ConfigIssue(file, text.count("\n", 0, MAX_CHARS) + 1, "",
+                                       f"refused: longer than {MAX_CHARS} characters")])
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _BoundedLoader(text)
         try:
             root = loader.get_single_node()
             data = loader.construct_document(root) if root is not None else None
         finally:
             loader.dispose()
+    except _Refused as exc:
+        raise ConfigError([ConfigIssue(file, exc.line, "", f"refused: {exc.problem}")]) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
         raise ConfigError([ConfigIssue(file, line, "", f"YAML syntax error: {problem}")]) from exc
+    except yaml.reader.ReaderError as exc:
+        # Its own message spans two lines and counts characters rather than lines.
+        raise ConfigError([ConfigIssue(file, text.count("\n", 0, exc.position) + 1, "",
+                                       f"YAML error: unacceptable character "
+                                       f"#x{exc.character:04x}")]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigIssue(file, None, "", f"YAML error: {exc}")]) from exc
     if root is None or not isinstance(data, dict):
@@ -200,7 +294,9 @@ def load(path: Path) -> Config:
 
 def load_document(path: Path) -> Document:
     try:
-        text = path.read_text(encoding="utf-8")
+        # One character past the bound is enough to refuse a file (or /dev/zero).
+        with path.open(encoding="utf-8") as stream:
+            text = stream.read(MAX_CHARS + 1)
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError([ConfigIssue(str(path), None, "", f"cannot read: {reason}")]) from exc

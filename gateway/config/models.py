@@ -196,8 +196,47 @@ class ADXL345Sensor(I2CSensor):
     range_g: Literal[2, 4, 8, 16] = 16
 
 
+# pyserial's URL handlers (serial.urlhandler.protocol_NAME) that need no extra package,
+# named here so that validating a file does not import pyserial.
+SERIAL_URL_SCHEMES = ("socket", "rfc2217", "loop", "spy", "alt", "hwgrep")
+_NETWORK_SCHEMES = ("socket", "rfc2217")
+PORT_FORMS = (
+    "sim, an absolute path such as /dev/ttyUSB0, or a pyserial URL "
+    "(socket://HOST:PORT, rfc2217://HOST:PORT, loop://)"
+)
+
+
+def _has_host_and_port(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    return bool(parts.hostname) and port is not None and parts.path in ("", "/")
+
+
+def check_serial_port(value: object) -> str:
+    """A device path anywhere (udev links, socat ptys, containers) or a pyserial URL, which
+    reaches an RS-485 line through a TCP serial server; or ``sim``."""
+    if isinstance(value, str):
+        if value == "sim" or (value.startswith("/") and "\0" not in value):
+            return value
+        scheme, separator, rest = value.partition("://")
+        scheme = scheme.lower()
+        if separator and scheme in _NETWORK_SCHEMES:
+            if _has_host_and_port(value):
+                return value
+            raise ValueError(f"expected {scheme}://HOST:PORT, not {value!r}")
+        if separator and scheme in SERIAL_URL_SCHEMES and (rest or scheme == "loop"):
+            return value
+    raise ValueError(f"port must be {PORT_FORMS}, not {value!r}")
+
+
+SerialPortName = Annotated[str, PlainValidator(check_serial_port)]
+
+
 class SerialSensor(SensorBase):
-    port: str = Field(pattern=r"^(sim|/dev/\S+)$")
+    port: SerialPortName
     unit: int
     baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
     timeout_s: float = Field(0.5, gt=0, le=10)

@@ -47,6 +47,9 @@ class Message:
     key: int = 0
     queued_at: float = 0.0
     on_disk: bool = False
+    # Its disk row was evicted while it was in flight: an ack still delivers it, a
+    # rewind loses it.
+    evicted: bool = False
 
     @property
     def size(self) -> int:
@@ -220,9 +223,12 @@ class MessageQueue:
         return self._disk_buffer or self._memory or None
 
     def ack(self, message: Message) -> None:
-        if self._in_flight.pop(message.key, None) is None:
-            return  # evicted while in flight, or acked twice after a resend
+        acked = self._in_flight.pop(message.key, None)
+        if acked is None:
+            return  # acked twice after a resend
         self._acked.set()
+        if acked.evicted:
+            return  # delivered after all, and its row is already gone
         if message.on_disk:
             self._deletes.append(message.key)
             if len(self._deletes) >= DELETE_BATCH:
@@ -233,7 +239,10 @@ class MessageQueue:
         if not self._in_flight:
             return
         for message in sorted(self._in_flight.values(), key=lambda m: m.key, reverse=True):
-            if message.on_disk:
+            if message.evicted:
+                # The drop policy took its row: it is not sent again, and now it is lost.
+                self.dropped[message.sensor] += 1
+            elif message.on_disk:
                 self._disk_buffer.appendleft(message)
             else:
                 self._memory.appendleft(message)
@@ -352,16 +361,22 @@ class MessageQueue:
                     del self.dropped[message.sensor]
 
     def _forget(self, evicted: list[tuple[int, str]]) -> None:
-        """Count evicted rows as dropped and drop every copy of them held in memory."""
+        """Count evicted rows as dropped and drop every copy of them held in memory.
+
+        A row in flight is not dropped yet: the broker may still acknowledge it. It is
+        marked, so that its ack does not delete it again and a rewind counts it lost.
+        """
         keys = set()
         delivered = set(self._deletes)  # acknowledged while the rows were written
         for key, sensor in evicted:
             keys.add(key)
             if key in delivered:
                 continue
-            self.dropped[sensor] += 1
-            # An evicted row in flight must not be deleted again when its ack arrives.
-            self._in_flight.pop(key, None)
+            in_flight = self._in_flight.get(key)
+            if in_flight is not None:
+                in_flight.evicted = True
+            else:
+                self.dropped[sensor] += 1
         if delivered & keys:
             self._deletes = [k for k in self._deletes if k not in keys]
         self._disk_buffer = deque(m for m in self._disk_buffer if m.key not in keys)

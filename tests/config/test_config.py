@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.config.file import ConfigError, parse
-from gateway.config.models import parse_broker_url
+from gateway.config.models import SERIAL_URL_SCHEMES, parse_broker_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -157,3 +158,50 @@ def test_unusable_state_dir_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1].startswith("edge-gateway: cannot start: ")
     assert "Traceback" not in result.stderr
+
+
+MODBUS = VALID + """\
+  - name: line
+    driver: xymd02
+    port: {port}
+    interval_s: 1
+"""
+
+
+@pytest.mark.parametrize(
+    "port",
+    ["sim", "/dev/ttyUSB0", "/tmp/x/ttyV0", "/dev/serial/by-id/usb-1a86_USB_Serial-if00-port0",
+     "socket://10.0.0.5:4001", "rfc2217://host:4000", "loop://", "spy:///dev/ttyUSB0"],
+)
+def test_serial_ports_by_any_path_or_pyserial_url(
+    tmp_path: Path, port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check(tmp_path, MODBUS.format(port=port), capsys) == (0, [])
+
+
+@pytest.mark.parametrize(
+    ("port", "message"),
+    [
+        ("COM3", "port must be sim, an absolute path such as /dev/ttyUSB0, or a pyserial URL "
+                 "(socket://HOST:PORT, rfc2217://HOST:PORT, loop://), not 'COM3'"),
+        ("ttyUSB0", "port must be sim, an absolute path"),
+        ("dev/ttyUSB0", "port must be sim, an absolute path"),
+        ("http://host:80", "port must be sim, an absolute path"),
+        ("socket://10.0.0.5", "expected socket://HOST:PORT, not 'socket://10.0.0.5'"),
+        ("rfc2217://:4000", "expected rfc2217://HOST:PORT"),
+        ("4001", "port must be sim"),
+    ],
+)
+def test_what_is_neither_path_nor_url_is_refused_on_its_line(
+    tmp_path: Path, port: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, errors = check(tmp_path, MODBUS.format(port=port), capsys)
+    assert code == 2
+    [error] = errors
+    assert error.startswith(f"{tmp_path / 'gw.yaml'}:11: sensors.1.port: {message}"), error
+
+
+def test_accepted_url_schemes_are_pyserials() -> None:
+    # Every scheme the validator lets through has a handler in the installed pyserial.
+    for scheme in SERIAL_URL_SCHEMES:
+        importlib.import_module(f"serial.urlhandler.protocol_{scheme}")

@@ -9,6 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from helpers import write_config
+from serial_server import TcpSerialServer
+
+from drivers.sim.faults import Faults
+from drivers.sim.signal import Climate
+from drivers.sim.wtvb01 import Machine, WTVB01Sim
+from drivers.sim.xymd02 import XYMD02Sim
 
 SENSORS: list[dict[str, Any]] = [
     {"name": "air", "driver": "sht3x", "bus": "sim", "interval_s": 0.05,
@@ -71,3 +77,44 @@ def test_unknown_sensor_and_bad_count_are_usage_errors(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "no sensor 'nope'" in result.stderr
     assert run("-c", path, "--count", "0").returncode == 2
+
+
+def test_modbus_sensors_behind_a_tcp_serial_server(tmp_path: Path) -> None:
+    # The emulators stand on RS-485 lines behind two serial-server ports; the gateway
+    # reaches them only as socket:// URLs.
+    climate = XYMD02Sim(Climate(18.4, 62.0, noise=0.0), clock=lambda: 0.0)
+    machine = WTVB01Sim(Machine((3.0, 2.0, 5.0), (24.8, 24.8, 49.6), 41.0, noise=0.0),
+                        clock=lambda: 0.0)
+    with (
+        climate.server() as line_1, TcpSerialServer(line_1.port, tmp_path) as port_1,
+        machine.server() as line_2, TcpSerialServer(line_2.port, tmp_path) as port_2,
+    ):
+        sensors = [
+            {"name": "air", "driver": "xymd02", "port": port_1.url, "interval_s": 0.05},
+            {"name": "pump", "driver": "wtvb01", "port": port_2.url, "interval_s": 0.05},
+        ]
+        result = run("-c", str(config(tmp_path, sensors)), "--count", "2", "--json")
+        assert result.returncode == 0, result.stderr
+        assert (line_1.requests, line_2.requests) == (2, 2)
+    readings = {}
+    for line in result.stdout.splitlines():
+        message = json.loads(line)
+        readings.setdefault(message["sensor"], []).extend(message["readings"])
+    assert [(r["temperature_c"], r["humidity_rh"]) for r in readings["air"]] == [(18.4, 62.0)] * 2
+    pump = readings["pump"][0]
+    assert pump["temperature_c"] == 41.0
+    assert (pump["velocity_x_mm_s"], pump["velocity_y_mm_s"], pump["velocity_z_mm_s"]) == (3, 2, 5)
+    assert pump["frequency_z_hz"] == 49.6
+    assert abs(pump["accel_z_g"] - 1.0) < 0.05  # mounted upright: gravity on Z
+
+
+def test_silent_device_behind_a_serial_server_is_a_timeout(tmp_path: Path) -> None:
+    sim = XYMD02Sim(faults=Faults(unplugged=True))
+    with sim.server() as line, TcpSerialServer(line.port, tmp_path) as tcp:
+        sensors = [{"name": "air", "driver": "xymd02", "port": tcp.url, "interval_s": 0.05,
+                    "timeout_s": 0.2}]
+        result = run("-c", str(config(tmp_path, sensors)))
+    assert result.returncode == 1
+    [error] = result.stderr.splitlines()
+    assert error.startswith("air: ") and "no answer" in error
+    assert line.requests == 3

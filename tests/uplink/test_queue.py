@@ -340,6 +340,49 @@ def test_acked_rows_make_room_before_undelivered_ones_are_evicted(tmp_path: Path
     run(main())
 
 
+def test_a_row_evicted_in_flight_counts_as_dropped_only_if_never_acknowledged(
+    tmp_path: Path,
+) -> None:
+    rows = 10
+    one = row_size(TOPIC + "a", msg("a", 0).payload)
+
+    async def main() -> None:
+        # Spills happen only when memory is over half full (2 of 4), one message at a time.
+        config = disk_config(memory_max_messages=4, spill_after_s=60, disk_max_bytes=rows * one)
+        async with Running(config, tmp_path) as queue:
+
+            async def put(n: int) -> None:
+                spilled = queue.spilled
+                queue.put(msg("a", n))
+                if n >= 2:
+                    await until(lambda: queue.spilled > spilled, f"a:{n - 2} to spill")
+
+            for n in range(12):
+                await put(n)  # a:0..9 on disk, which is full
+            in_flight = await take_all(queue, 3)
+            assert [label(m) for m in in_flight] == ["a:0", "a:1", "a:2"]
+            await put(12)  # a:10 to disk evicts the row of a:0, in flight
+            for message in in_flight:
+                queue.ack(message)  # the broker had a:0 after all
+            stats = queue.stats()
+            assert (stats.dropped, stats.depth) == (0, 10), stats
+
+            [unlucky] = await take_all(queue, 1)
+            assert label(unlucky) == "a:3"
+            for n in (13, 14, 15):
+                await put(n)  # the last spill evicts the row of a:3, in flight
+            queue.rewind()  # the connection is lost before a:3's ack: it is gone
+            stats = queue.stats()
+            assert (stats.dropped, stats.dropped_by_sensor) == (1, {"a": 1}), stats
+            queue.ack(unlucky)  # a late ack of a lost message changes nothing
+            assert queue.stats().dropped == 1
+            taken = await take_all(queue, 12)
+            assert [label(m) for m in taken] == [f"a:{n}" for n in range(4, 16)]
+            assert await nothing_left(queue)
+
+    run(main())
+
+
 def test_rewound_messages_that_spill_after_newer_ones_are_not_stranded(
     tmp_path: Path,
 ) -> None:
