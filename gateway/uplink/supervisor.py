@@ -331,6 +331,8 @@ async def _connect(
     error = f"closed before CONNACK ({_describe(reason) if reason else 'by the broker'})"
     if broker.tls:
         error += "; a TLS broker does this when it refuses the client certificate"
+        if protocol == "5":
+            error += ", or when it speaks only MQTT 3.1.1 (set mqtt.protocol: 3.1.1)"
     raise ConnectionError(error)
 
 
