@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,13 +81,17 @@ class Received:
 
 
 class Subscriber:
-    """``mosquitto_sub`` on a topic filter; messages are read with a timeout."""
+    """``mosquitto_sub`` on a topic filter; messages are read with a timeout.
 
-    def __init__(self, port: int, topic: str) -> None:
+    ``options`` go to mosquitto_sub as they are, e.g. ``("-c", "-i", ID)`` for a
+    persistent session that outlives a broker restart.
+    """
+
+    def __init__(self, port: int, topic: str, options: Sequence[str] = ()) -> None:
         self._lines: queue.Queue[bytes] = queue.Queue()
         self.proc = subprocess.Popen(
             ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-q", "1",
-             "-F", "%r|%t|%p"],
+             "-F", "%r|%t|%p", *options],
             stdout=subprocess.PIPE,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)

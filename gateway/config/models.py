@@ -54,6 +54,19 @@ def parse_broker_url(value: object) -> BrokerUrl:
 
 Broker = Annotated[BrokerUrl, PlainValidator(parse_broker_url), PlainSerializer(str)]
 
+ProtocolName = Literal["auto", "5", "3.1.1"]
+_PROTOCOLS: dict[str | int, ProtocolName] = {"auto": "auto", "5": "5", 5: "5", "3.1.1": "3.1.1"}
+
+
+def check_protocol(value: object) -> ProtocolName:
+    # YAML reads `protocol: 5` as a number and `protocol: 3.1.1` as a string.
+    if isinstance(value, str | int) and not isinstance(value, bool) and value in _PROTOCOLS:
+        return _PROTOCOLS[value]
+    raise ValueError("must be auto, 5 or 3.1.1")
+
+
+Protocol = Annotated[ProtocolName, PlainValidator(check_protocol)]
+
 
 class Backoff(Section):
     initial_s: float = Field(1.0, gt=0)
@@ -71,6 +84,8 @@ class TlsConfig(Section):
 
 class MqttConfig(Section):
     brokers: list[Broker] = Field(min_length=1)
+    # auto: MQTT 5, or 3.1.1 with a broker that refuses 5.
+    protocol: Protocol = "auto"
     topic_prefix: TopicName = "gw"
     client_id: TopicName | None = None
     qos: Literal[0, 1] = 1

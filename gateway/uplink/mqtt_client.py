@@ -1,8 +1,8 @@
 """gmqtt, adapted to a supervisor that owns reconnects and a queue that owns messages.
 
 Everything this module touches inside gmqtt (0.8) is named here and nowhere else:
-the reconnect hook, the QoS store seam, the CONNACK properties, and the connection's
-transport, its close reason and inbound-traffic clock.
+the reconnect hook, the QoS store seam, the CONNACK properties and return code, and the
+connection's transport, its close reason and inbound-traffic clock.
 """
 
 from __future__ import annotations
@@ -13,10 +13,18 @@ from collections.abc import Callable
 from typing import Any
 
 from gmqtt import Client
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.storage import PersistentStorage
 
 # gmqtt's default when CONNACK carries no Receive Maximum (MQTT 5, 3.2.2.3.3).
 DEFAULT_RECEIVE_MAXIMUM = 65535
+
+# The protocol versions by their names in the configuration.
+VERSIONS = {"5": MQTTv50, "3.1.1": MQTTv311}
+
+# CONNACK codes that refuse the protocol version: MQTT 5's reason 0x84, and 3.1.1's
+# return code 1, which a 3.1.1 broker also sends when offered MQTT 5.
+VERSION_REFUSALS = frozenset({0x84, 0x01})
 
 
 class AckTracker(PersistentStorage):  # type: ignore[misc]
@@ -50,6 +58,25 @@ class AckTracker(PersistentStorage):  # type: ignore[misc]
 
 class SupervisedClient(Client):  # type: ignore[misc]
     """A gmqtt client that never reconnects by itself: the supervisor does."""
+
+    def __init__(self, client_id: str, **kwargs: Any) -> None:
+        super().__init__(client_id, **kwargs)
+        self.connack_code: int | None = None
+        # gmqtt answers a refusal of MQTT 5 with return code 1 by waiting for a CONNACK
+        # on a connection of its own making, and tells no one; record every code it gets.
+        handler: Any = self._package_handler
+        handle_connack = handler._handle_connack_packet
+
+        def record_connack(cmd: int, packet: bytes) -> None:
+            self.connack_code = packet[1] if len(packet) > 1 else None
+            handle_connack(cmd, packet)
+
+        handler._handle_connack_packet = record_connack
+
+    @property
+    def version_refused(self) -> bool:
+        """Whether the broker's CONNACK refused the protocol version we offered."""
+        return self.connack_code in VERSION_REFUSALS
 
     async def reconnect(self, delay: bool = False) -> None:
         return None

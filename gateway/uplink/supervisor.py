@@ -13,6 +13,9 @@ into the ``Inbox`` of its consumer), and retained state reports (``publish_retai
 the latest value per topic, published once and again after a reconnect until the broker
 acknowledges it). The owner is told of every change of the link's state (connecting, connected,
 unreachable) as it happens, so what it shows (systemd's STATUS=) is never stale.
+
+It speaks MQTT 5, or 3.1.1 to a broker that refuses 5 (many deployed brokers and cloud
+endpoints speak only 3.1.1), and remembers which version each broker took.
 """
 
 from __future__ import annotations
@@ -28,12 +31,11 @@ from enum import Enum
 import structlog
 from gmqtt import Message as MqttMessage
 from gmqtt import Subscription
-from gmqtt.mqtt.constants import MQTTv50
 
 from gateway.config.models import BrokerUrl, MqttConfig
 from gateway.uplink import status
 from gateway.uplink.inbox import Inbox
-from gateway.uplink.mqtt_client import AckTracker, SupervisedClient
+from gateway.uplink.mqtt_client import VERSIONS, AckTracker, SupervisedClient
 from gateway.uplink.queue import Message, MessageQueue
 from gateway.uplink.ratelimit import TokenBucket
 
@@ -44,6 +46,16 @@ DISCONNECT_TIMEOUT_S = 2.0
 # so a healthy broker always has a full keepalive to answer.
 DEAD_AFTER_KEEPALIVES = 1.5
 PING_AFTER_KEEPALIVES = 0.5
+
+
+class ProtocolRefused(ConnectionError):
+    """The broker's CONNACK refused the protocol version offered."""
+
+
+class ClosedBeforeConnack(ConnectionError):
+    """The broker closed a plain connection, cleanly, before its CONNACK: what a broker
+    does that cannot parse the CONNECT (RabbitMQ 3.10 offered MQTT 5), or that is going down.
+    """
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,8 @@ class Uplink:
         self._broker: BrokerUrl | None = None
         self._closing = False
         self._bucket = TokenBucket(config.max_publish_rate) if config.max_publish_rate else None
+        # The protocol version each broker took, by URL: probed once, not at every reconnect.
+        self._protocols: dict[str, str] = {}
         self.reconnects = 0
         self.last_error: str | None = None
         self._routes: dict[str, Inbox] = {}
@@ -129,6 +143,7 @@ class Uplink:
         without backoff, uses them. The queue, the subscriptions and the retained reports
         carry over."""
         self._config = config
+        self._protocols.clear()  # new settings may name new brokers or a forced version
         self._status_topic = f"{config.topic_prefix}/{self._identity.device_id}/status"
         self._bucket = TokenBucket(config.max_publish_rate) if config.max_publish_rate else None
         self.up.clear()
@@ -179,7 +194,6 @@ class Uplink:
                 pass
 
     async def _session(self, broker: BrokerUrl) -> None:
-        lost = self._lost = asyncio.Event()
         sent: dict[int, Message] = {}
 
         def on_ack(mid: int) -> None:
@@ -190,15 +204,18 @@ class Uplink:
                 self._retained_acked(mid)
 
         acks = AckTracker(on_ack)
-        client = self._new_client(acks)
-        client.on_disconnect = lambda *_: lost.set()
-        client.on_message = self._on_message
-        self._acks, self._retained_in_flight = acks, {}
-        tls = self._tls_context() if broker.tls else False
+        client: SupervisedClient | None = None
         try:
-            async with asyncio.timeout(self._config.connect_timeout_s):
-                await _connect(client, broker, lost, tls, self._config.keepalive_s)
-            window = min(self._config.max_in_flight, client.receive_maximum - 1)
+            client, lost, protocol = await self._open(broker, acks)
+            self._lost = lost
+            self._acks, self._retained_in_flight = acks, {}
+            if self._reconfigured.is_set():
+                lost.set()  # settings changed while connecting: this connection is stale
+            window = self._config.max_in_flight
+            expiry = None
+            if protocol == "5":  # 3.1.1 has neither a receive maximum nor message expiry
+                window = min(window, client.receive_maximum - 1)
+                expiry = self._config.message_expiry_s
             log.info("uplink.connected", broker=str(broker), window=window)
             client.publish(
                 self._status_topic,
@@ -214,7 +231,7 @@ class Uplink:
             self._publish_retained()
             async with asyncio.TaskGroup() as tg:
                 tasks = [
-                    tg.create_task(self._publish(client, acks, sent, window)),
+                    tg.create_task(self._publish(client, acks, sent, window, expiry)),
                     tg.create_task(self._watch_liveness(client, lost)),
                 ]
                 await lost.wait()
@@ -223,17 +240,70 @@ class Uplink:
         finally:
             self._client = self._lost = None
             self.up.clear()
-            await _close(client)
+            if client is not None:
+                await _close(client)
             self._queue.rewind()
 
-    def _new_client(self, acks: AckTracker) -> SupervisedClient:
+    async def _open(
+        self, broker: BrokerUrl, acks: AckTracker
+    ) -> tuple[SupervisedClient, asyncio.Event, str]:
+        """Connect with the configured protocol version or, with ``auto``, MQTT 5 and then
+        3.1.1; the version a broker takes first is the one it gets from then on."""
+        url = str(broker)
+        known = self._protocols.get(url)
+        if known is not None:
+            offers: tuple[str, ...] = (known,)
+        elif self._config.protocol == "auto":
+            offers = ("5", "3.1.1")
+        else:
+            offers = (self._config.protocol,)
+        failures: list[tuple[str, ConnectionError]] = []
+        for protocol in offers:
+            try:
+                client, lost = await self._attempt(broker, acks, protocol)
+            except (ProtocolRefused, ClosedBeforeConnack) as exc:
+                failures.append((protocol, exc))
+                continue
+            if known is None:
+                self._protocols[url] = protocol
+                refused = {"refused": _failed(failures)} if failures else {}
+                log.info("uplink.protocol", broker=url, version=protocol, **refused)
+            return client, lost, protocol
+        error = _failed(failures)
+        if any(isinstance(exc, ProtocolRefused) for _, exc in failures):
+            log.error("uplink.protocol_refused", broker=url, error=error)
+            raise ProtocolRefused(error)
+        raise ClosedBeforeConnack(error)
+
+    async def _attempt(
+        self, broker: BrokerUrl, acks: AckTracker, protocol: str
+    ) -> tuple[SupervisedClient, asyncio.Event]:
+        lost = asyncio.Event()
+        client = self._new_client(acks, protocol)
+        client.on_disconnect = lambda *_: lost.set()
+        client.on_message = self._on_message
+        tls = self._tls_context() if broker.tls else False
+        try:
+            async with asyncio.timeout(self._config.connect_timeout_s):
+                await _connect(client, broker, lost, tls, self._config.keepalive_s, protocol)
+        except BaseException:
+            await _close(client)
+            raise
+        return client, lost
+
+    def _new_client(self, acks: AckTracker, protocol: str) -> SupervisedClient:
         config = self._config
         properties = {}
-        if config.session_expiry_s is not None:
-            properties["session_expiry_interval"] = config.session_expiry_s
+        if protocol == "5":
+            clean_session = config.session_expiry_s is None
+            if config.session_expiry_s is not None:
+                properties["session_expiry_interval"] = config.session_expiry_s
+        else:
+            # 3.1.1 has no session expiry: a kept session lasts until a clean connect.
+            clean_session = not config.session_expiry_s
         client = SupervisedClient(
             config.client_id or self._identity.device_id,
-            clean_session=config.session_expiry_s is None,
+            clean_session=clean_session,
             will_message=MqttMessage(
                 self._status_topic, status.offline("connection lost"), qos=1, retain=True
             ),
@@ -256,9 +326,13 @@ class Uplink:
         return context
 
     async def _publish(
-        self, client: SupervisedClient, acks: AckTracker, sent: dict[int, Message], window: int
+        self,
+        client: SupervisedClient,
+        acks: AckTracker,
+        sent: dict[int, Message],
+        window: int,
+        expiry: int | None,
     ) -> None:
-        expiry = self._config.message_expiry_s
         extra = {"message_expiry_interval": expiry} if expiry else {}
         while True:
             message = await self._queue.take()
@@ -362,14 +436,16 @@ async def _connect(
     lost: asyncio.Event,
     tls: ssl.SSLContext | bool,
     keepalive: int,
+    protocol: str,
 ) -> None:
     """CONNECT and wait for CONNACK; a connection lost before that fails at once, saying why.
 
     gmqtt would wait for a CONNACK that cannot come, until ``connect_timeout_s``, and
     the reason (a TLS broker refusing our certificate, say) would be lost.
     """
+    version = VERSIONS[protocol]
     connecting = asyncio.ensure_future(
-        client.connect(broker.host, broker.port, ssl=tls, keepalive=keepalive, version=MQTTv50)
+        client.connect(broker.host, broker.port, ssl=tls, keepalive=keepalive, version=version)
     )
     watching = asyncio.ensure_future(lost.wait())
     try:
@@ -378,13 +454,20 @@ async def _connect(
         for task in (connecting, watching):
             task.cancel()
         await asyncio.wait({connecting, watching})
+    failure = None if connecting.cancelled() else connecting.exception()
+    if client.version_refused:
+        raise ProtocolRefused(f"refused (CONNACK {client.connack_code:#04x})") from failure
     if not connecting.cancelled():
         connecting.result()  # connected, or why not
         return
     reason = client.lost_reason()
+    if reason is None and not broker.tls:
+        raise ClosedBeforeConnack("closed before CONNACK (by the broker)")
     error = f"closed before CONNACK ({_describe(reason) if reason else 'by the broker'})"
     if broker.tls:
         error += "; a TLS broker does this when it refuses the client certificate"
+        if protocol == "5":
+            error += ", or when it speaks only MQTT 3.1.1 (set mqtt.protocol: 3.1.1)"
     raise ConnectionError(error)
 
 
@@ -399,6 +482,10 @@ async def _close(client: SupervisedClient) -> None:
     except (OSError, TimeoutError) as exc:
         log.debug("uplink.close_failed", error=_describe(exc))
         client.abort()
+
+
+def _failed(failures: list[tuple[str, ConnectionError]]) -> str:
+    return "; ".join(f"MQTT {protocol}: {exc}" for protocol, exc in failures)
 
 
 def _describe(exc: BaseException) -> str:

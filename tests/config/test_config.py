@@ -96,6 +96,10 @@ def test_cross_field_rules_and_duplicates(
         ("device_id: a/b\nmqtt: {brokers: [mqtt://h]}\n", "1: device_id: String should match"),
         ("device_id: a\nmqtt: {brokers: [http://h]}\n", "2: mqtt.brokers.0: scheme must be"),
         ("device_id: a\nmqtt: {brokers: []}\n", "2: mqtt.brokers: List should have at least 1"),
+        ("device_id: a\nmqtt:\n  brokers: [mqtt://h]\n  protocol: 3.1\n",
+         "4: mqtt.protocol: must be auto, 5 or 3.1.1"),
+        ("device_id: a\nmqtt: {brokers: [mqtt://h], protocol: mqttv5}\n",
+         "2: mqtt.protocol: must be auto, 5 or 3.1.1"),
     ],
 )
 def test_wrong_values(tmp_path: Path, text: str, message: str,
@@ -137,6 +141,16 @@ def test_broker_urls() -> None:
     for bad in ("tcp://h:1", "mqtt://", "mqtt://h:99999", "mqtt://h/x"):
         with pytest.raises(ValueError):
             parse_broker_url(bad)
+
+
+@pytest.mark.parametrize(
+    ("written", "protocol"), [("", "auto"), ("auto", "auto"), ("5", "5"), ('"5"', "5"),
+                              ("3.1.1", "3.1.1")],
+)  # fmt: skip
+def test_mqtt_protocol_as_yaml_reads_it(written: str, protocol: str) -> None:
+    # YAML reads 5 as a number and 3.1.1 as a string; both are meant.
+    text = VALID.replace("  brokers:", f"  protocol: {written}\n  brokers:") if written else VALID
+    assert parse(text, "gw.yaml").mqtt.protocol == protocol
 
 
 def test_config_error_lists_all_issues() -> None:
