@@ -9,6 +9,7 @@ is named, rather than reaching into gmqtt a second time.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import ssl
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ KEEPALIVE_S = 30
 INBOX_SIZE = 10_000
 
 T = TypeVar("T")
+
+# gmqtt logs its warnings (a refused CONNECT, a lost connection) through ``logging``, whose
+# last resort would print them on stderr; the command says what went wrong in a line of its
+# own instead.
+logging.getLogger("gmqtt").addHandler(logging.NullHandler())
 
 
 class BrokerError(Exception):
@@ -69,8 +75,8 @@ class Session:
                 await self._client.connect(url.host, url.port, ssl=tls, keepalive=KEEPALIVE_S,
                                            version=MQTTv50)
         except TimeoutError:
-            await self._close()
             reason = self._client.lost_reason()
+            await self._close()
             raise BrokerError(f"no answer from {url} within {ACK_TIMEOUT_S:g} s"
                               + (f" ({reason})" if reason else "")) from None
         except OSError as exc:  # refused, unreachable, TLS failures

@@ -3,6 +3,7 @@ trusting them, a real Mosquitto, the command as a process."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import queue
@@ -14,8 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Broker, DaemonProcess, Subscriber, device_config, retained, write_config
+from helpers import (
+    Broker,
+    DaemonProcess,
+    Subscriber,
+    device_config,
+    free_port,
+    retained,
+    wait_for_port,
+    write_config,
+)
 from signing import clear_retained, publish
+from tls_helpers import make_pki
 
 from gateway.operator.pushconfig import answer
 from gateway.trust.envelope import verify
@@ -284,3 +295,35 @@ def test_which_states_answer_a_push() -> None:
     unknown = {"version": None, "status": "rejected", "reason": "unknown key"}
     assert str(answer(state(**unknown), "device", 4, 1005.0)) == "rejected: unknown key"
     assert answer(state(**unknown), "device", 4, 1100.0) is None
+
+
+def test_mqtts_verifies_the_broker_against_the_cas_given(keys: Path, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    broker = Broker(tmp_path)
+    tls_port = free_port()
+    broker.conf.write_text(
+        f"user {getpass.getuser()}\nallow_anonymous true\npersistence false\n"
+        f"listener {broker.port} 127.0.0.1\nlistener {tls_port} 127.0.0.1\n"
+        f"certfile {pki.server.cert}\nkeyfile {pki.server.key}\n")
+    update = fragment(tmp_path, "heartbeat:\n  interval_s: 7\n")
+    broker.start()
+    try:
+        wait_for_port(tls_port)
+        for ca in (pki.ca, pki.rogue_ca):
+            result = subprocess.run(
+                [sys.executable, "-m", "gateway", "push-config", "--broker",
+                 f"mqtts://localhost:{tls_port}", "--key", str(keys / "ops.key"), "--device",
+                 "tls-dev", "--version", "1", "--timeout", "0.5", str(update)],
+                capture_output=True, text=True, check=False, timeout=60,
+                env={**os.environ, "PYTHONPATH": str(ROOT), "SSL_CERT_FILE": str(ca.cert)})
+            assert result.returncode == 1
+            if ca is pki.ca:  # connected and published; nobody answers
+                assert result.stdout.splitlines()[-1].startswith("tls-dev: timeout: ")
+                assert retained(broker.port, "gw/tls-dev/config/set").payload
+            else:
+                assert result.stdout == ""
+                assert result.stderr.startswith(
+                    f"edge-gateway: cannot connect to mqtts://localhost:{tls_port}: ")
+                assert "CERTIFICATE_VERIFY_FAILED" in result.stderr
+    finally:
+        broker.stop()
