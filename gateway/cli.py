@@ -7,6 +7,7 @@ line each on stderr.
 from __future__ import annotations
 
 import argparse
+import re
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.config import file as configfile
+from gateway.config.models import NAME_PATTERN, BrokerUrl, parse_broker_url
 
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
 
@@ -153,6 +155,76 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_push_config(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.operator import fragment, pushconfig
+    from gateway.operator.mqtt import BrokerError
+    from gateway.trust.envelope import DEFAULT_MAX_BYTES
+    from gateway.trust.keys import KeyLoadError, read_private_key
+
+    target = pushconfig.Target(args.prefix, device=args.device, group=args.group)
+    try:
+        config = fragment.read(args.file, target.scope)
+    except configfile.ConfigError as exc:
+        return report(exc)
+    try:
+        key = read_private_key(args.key)
+    except KeyLoadError as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.group is not None:
+        try:
+            import rich  # noqa: F401  (the group's table)
+        except ImportError:
+            print("edge-gateway: push-config --group needs rich: "
+                  "pip install 'edge-gateway[operator]'", file=sys.stderr)
+            return EXIT_FAILURE
+    update = pushconfig.Update(target, args.version, config, key, args.ttl)
+    size = len(update.envelope(0.0))
+    if size > DEFAULT_MAX_BYTES:
+        print(f"edge-gateway: warning: the envelope is {size} bytes; devices refuse more than "
+              f"remote_config.max_envelope_bytes ({DEFAULT_MAX_BYTES} by default)",
+              file=sys.stderr)
+    push = pushconfig.push_device if args.group is None else pushconfig.push_group
+    try:
+        return asyncio.run(push(args.broker, update, args.timeout, sys.stdout))
+    except BrokerError as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def broker_url(value: str) -> BrokerUrl:
+    try:
+        return parse_broker_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def topic_name(value: str) -> str:
+    if len(value) > 64 or not re.fullmatch(NAME_PATTERN, value):
+        raise argparse.ArgumentTypeError(
+            "letters, digits, '_', '.' and '-', starting with a letter or digit (64 at most)")
+    return value
+
+
+def version_number(value: str) -> int:
+    number = positive(value)
+    if number > 2**63 - 1:
+        raise argparse.ArgumentTypeError("at most 2**63 - 1")
+    return number
+
+
+def seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError("a number of seconds above 0")
+    return number
+
+
 def i2c_bus(value: str) -> int | str:
     if value == "sim" or value.startswith("/dev/"):
         return value
@@ -236,6 +308,31 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a private key from keygen")
     sign.add_argument("payload", type=Path, metavar="PAYLOAD.json")
     sign.set_defaults(handler=cmd_sign)
+
+    push = commands.add_parser(
+        "push-config", help="sign a config update, publish it and wait for the answers",
+        description="Checks FILE.yaml (top-level keys of the device file to replace) with "
+        "the device's models, signs it and publishes it retained on P/D/config/set or "
+        "P/group/G/config/set, then waits for each device's config/state. Exit 0 only if "
+        "every device applied it.")
+    push.add_argument("--broker", type=broker_url, required=True, metavar="URL",
+                      help="mqtt://host:port or mqtts://host:port")
+    push.add_argument("--key", type=Path, required=True, metavar="KEYFILE",
+                      help="a private key from keygen, trusted by the devices")
+    to = push.add_mutually_exclusive_group(required=True)
+    to.add_argument("--device", type=topic_name, metavar="ID", help="one device")
+    to.add_argument("--group", type=topic_name, metavar="G",
+                    help="the group's devices that are online (from their status)")
+    push.add_argument("--version", type=version_number, required=True, metavar="N",
+                      help="above the last one pushed to this device or group")
+    push.add_argument("--prefix", type=topic_name, default="gw", metavar="P",
+                      help="the devices' mqtt.topic_prefix (gw)")
+    push.add_argument("--timeout", type=seconds, default=30.0, metavar="S",
+                      help="how long to wait for the answers (30)")
+    push.add_argument("--ttl", type=seconds, default=86400.0, metavar="S",
+                      help="seconds until the update expires unapplied (86400, a day)")
+    push.add_argument("file", type=Path, metavar="FILE.yaml")
+    push.set_defaults(handler=cmd_push_config)
     return parser
 
 

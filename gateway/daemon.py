@@ -148,7 +148,9 @@ class Daemon:
         self._seqs.load()
         self._queue = MessageQueue(config.queue, config.state_dir)
         self._uplink = Uplink(
-            config.mqtt, Identity(config.device_id, __version__, uuid.uuid4().hex), self._queue,
+            config.mqtt,
+            Identity(config.device_id, __version__, uuid.uuid4().hex, tuple(config.groups)),
+            self._queue,
             on_link=self._link_changed,
         )
         self._inbox = Inbox(config.remote_config.inbox_size,

@@ -56,7 +56,8 @@ def test_telemetry_shape_seq_status_and_clean_shutdown(broker: Broker, tmp_path:
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
         status = wait_online(broker.port)
-        assert set(status) == {"state", "ts", "version", "boot_id"}
+        assert set(status) == {"state", "ts", "version", "boot_id", "groups"}
+        assert status["groups"] == []
 
         assert daemon.stop() == 0
         message = retained(broker.port, STATUS)

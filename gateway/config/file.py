@@ -222,6 +222,26 @@ def parse(text: str, file: str, base_dir: Path | None = None) -> Config:
 
 
 def parse_document(text: str, file: str, base_dir: Path | None = None) -> Document:
+    settings = read_settings(text, file)
+    return Document(settings.data, validate(settings.data, file, base_dir, settings.index,
+                                            settings.issues))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """YAML text read as a mapping of settings, not yet validated: where each part was
+    written, and what reading found wrong (duplicate keys) for validation to add to."""
+
+    data: dict[str, Any]
+    index: _LineIndex
+    issues: list[ConfigIssue]
+
+    def line(self, loc: Location) -> int | None:
+        return self.index.locate(loc)[1]
+
+
+def read_settings(text: str, file: str) -> Settings:
+    """The one way YAML becomes settings, for a device file and an operator's fragment."""
     if len(text) > MAX_CHARS:
         raise ConfigError([ConfigIssue(file, text.count("\n", 0, MAX_CHARS) + 1, "",
                                        f"refused: longer than {MAX_CHARS} characters")])
@@ -254,7 +274,7 @@ def parse_document(text: str, file: str, base_dir: Path | None = None) -> Docume
     issues = [
         ConfigIssue(file, line, _dotted(loc), "duplicate key") for loc, line in index.duplicates
     ]
-    return Document(data, validate(data, file, base_dir, index, issues))
+    return Settings(data, index, issues)
 
 
 def validate(
@@ -263,9 +283,13 @@ def validate(
     base_dir: Path | None = None,
     index: _LineIndex | None = None,
     issues: list[ConfigIssue] | None = None,
+    *,
+    key_files: bool = True,
 ) -> Config:
     """Validate settings already read: those of a file (with its ``index`` for line
-    numbers), or a file's with remote layers on top (no lines to give)."""
+    numbers), or a file's with remote layers on top (no lines to give). ``key_files``
+    False leaves trusted key files unread: an operator checking a fragment has not got the
+    device's files."""
     issues = list(issues or ())
 
     def locate(raw: Location) -> tuple[Location, int | None]:
@@ -280,7 +304,8 @@ def validate(
         raise ConfigError(issues) from None
     if base_dir is not None:
         config = _anchored(config, base_dir)
-    for raw_loc, message in semantic_errors(config) + _key_file_errors(config):
+    problems = semantic_errors(config) + (_key_file_errors(config) if key_files else [])
+    for raw_loc, message in problems:
         loc, line = locate(raw_loc)
         issues.append(ConfigIssue(file, line, _dotted(loc), message))
     if issues:

@@ -1,5 +1,8 @@
 """The retained status payloads of SPEC section 4 (``P/D/status``).
 
+The online status also names the device's groups (beyond SPEC), so an operator's
+``push-config --group`` learns from the broker alone which devices it should hear from.
+
 They live with the uplink because the uplink publishes them itself (on CONNACK, as the
 last will, at shutdown); it sends bytes and knows nothing of readings or the pipeline.
 """
@@ -7,6 +10,7 @@ last will, at shutdown); it sends bytes and knows nothing of readings or the pip
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -14,8 +18,9 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
-def online(ts: float, version: str, boot_id: str) -> bytes:
-    return _dumps({"state": "online", "ts": ts, "version": version, "boot_id": boot_id})
+def online(ts: float, version: str, boot_id: str, groups: Sequence[str] = ()) -> bytes:
+    return _dumps({"state": "online", "ts": ts, "version": version, "boot_id": boot_id,
+                   "groups": list(groups)})
 
 
 def offline(reason: str, ts: float | None = None) -> bytes:

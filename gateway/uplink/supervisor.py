@@ -63,6 +63,7 @@ class Identity:
     device_id: str
     version: str
     boot_id: str
+    groups: tuple[str, ...] = ()
 
 
 class LinkState(Enum):
@@ -219,7 +220,8 @@ class Uplink:
             log.info("uplink.connected", broker=str(broker), window=window)
             client.publish(
                 self._status_topic,
-                status.online(time.time(), self._identity.version, self._identity.boot_id),
+                status.online(time.time(), self._identity.version, self._identity.boot_id,
+                              self._identity.groups),
                 qos=1,
                 retain=True,
             )

@@ -1,0 +1,237 @@
+"""``edge-gateway push-config``: a checked fragment signed into a config update, published
+retained, and the devices' answers on ``P/D/config/state`` awaited and shown.
+
+``config/state`` is retained too, so what a device said about an earlier update arrives
+first at every subscription; it is told apart from the answer to this push by the retain
+flag (this push's answer is published after we subscribed, so it arrives live), then by
+scope and version, and for a rejection that names no version (the signature failed before
+the payload was read) by its time. A device ignores an update whose version it has already
+applied, without a word: pushing that version again ends in a timeout, with a hint.
+
+For a group, the devices to hear from are those whose retained status says online and names
+the group (``P/+/status``), collected for a moment before the push, and any that come
+online or answer for the group while we wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from gateway.config.models import BrokerUrl
+from gateway.operator.mqtt import Received, Session
+from gateway.remote.layers import DEVICE, group_scope
+from gateway.trust.envelope import sign
+from gateway.trust.keys import PrivateKey
+
+EXIT_OK, EXIT_FAILURE = 0, 1
+
+SETTLE_S = 1.0
+"""How long retained statuses are collected before a group push."""
+
+CLOCK_SLACK_S = 10.0
+"""How far a device's clock may lag ours for its versionless rejection to count as an
+answer to this push."""
+
+STATUSES = ("applied", "rejected", "rolled_back")
+
+
+@dataclass(frozen=True)
+class Target:
+    prefix: str
+    device: str | None = None
+    group: str | None = None
+
+    @property
+    def scope(self) -> str:
+        return DEVICE if self.group is None else group_scope(self.group)
+
+    @property
+    def set_topic(self) -> str:
+        if self.group is None:
+            return f"{self.prefix}/{self.device}/config/set"
+        return f"{self.prefix}/group/{self.group}/config/set"
+
+    @property
+    def address(self) -> dict[str, str]:
+        return {"device": str(self.device)} if self.group is None else {"group": self.group}
+
+
+@dataclass(frozen=True)
+class Update:
+    """What to push: the fragment, its version, who signs it and for how long it holds."""
+
+    target: Target
+    version: int
+    config: dict[str, Any]
+    key: PrivateKey
+    ttl_s: float
+
+    def envelope(self, issued_at: float) -> bytes:
+        body = {"kind": "config", **self.target.address, "version": self.version,
+                "issued_at": issued_at, "expires_at": issued_at + self.ttl_s,
+                "config": self.config}
+        return sign(json.dumps(body, separators=(",", ":"), allow_nan=False).encode(), self.key)
+
+    def describe(self, issued_at: float) -> str:
+        expires = datetime.fromtimestamp(issued_at + self.ttl_s, UTC).strftime("%Y-%m-%d %H:%M")
+        return (f"pushed version {self.version} on {self.target.set_topic} "
+                f"(kid {self.key.public.kid}, expires {expires} UTC)")
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: str
+    reason: str | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.status == "applied"
+
+    def __str__(self) -> str:
+        return self.status if self.reason is None else f"{self.status}: {self.reason}"
+
+
+def _json_object(payload: bytes) -> dict[str, Any] | None:
+    try:
+        document = json.loads(payload)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def answer(state: bytes, scope: str, version: int, pushed_at: float) -> Answer | None:
+    """A device's state as its answer to this push, or None when it is about another."""
+    body = _json_object(state)
+    if body is None or body.get("scope") != scope or body.get("status") not in STATUSES:
+        return None
+    said = body.get("version")
+    if type(said) is not int or said != version:
+        ts = body.get("ts")
+        versionless_rejection = said is None and body["status"] == "rejected"
+        if not (versionless_rejection and isinstance(ts, int | float)
+                and ts >= pushed_at - CLOCK_SLACK_S):
+            return None
+    reason = body.get("reason")
+    return Answer(body["status"], reason if isinstance(reason, str) else None)
+
+
+def _device_of(topic: str, prefix: str, *kind: str) -> str | None:
+    """D in ``P/D/KIND...``, or None for another topic."""
+    parts = topic.split("/")
+    if len(parts) == 2 + len(kind) and parts[0] == prefix and tuple(parts[2:]) == kind:
+        return parts[1]
+    return None
+
+
+async def push_device(url: BrokerUrl, update: Update, timeout_s: float, out: TextIO) -> int:
+    target = update.target
+    device = str(target.device)
+    already = False
+    async with Session(url) as mqtt:
+        await mqtt.subscribe(f"{target.prefix}/{device}/config/state")
+        pushed_at = time.time()
+        await mqtt.publish_retained(target.set_topic, update.envelope(pushed_at))
+        print(update.describe(pushed_at), file=out, flush=True)
+        try:
+            async with asyncio.timeout(timeout_s):
+                result = None
+                while result is None:
+                    message = await mqtt.receive()
+                    got = answer(message.payload, target.scope, update.version, pushed_at)
+                    if message.retained:
+                        already = already or (got is not None and got.applied)
+                    else:
+                        result = got
+        except TimeoutError:
+            hint = (f"it had applied version {update.version} already, and ignores a version "
+                    "it has; push a higher --version" if already else
+                    f"the update stays retained on {target.set_topic} for when it connects")
+            print(f"{device}: timeout: no answer within {timeout_s:g} s ({hint})", file=out)
+            return EXIT_FAILURE
+    print(f"{device}: {result}", file=out)
+    return EXIT_OK if result.applied else EXIT_FAILURE
+
+
+class Members:
+    """The devices of a group this push waits for, and what each answered."""
+
+    def __init__(self, target: Target, version: int) -> None:
+        self._target = target
+        self._version = version
+        self.answers: dict[str, Answer | None] = {}
+        self.pushed_at: float | None = None
+
+    def take(self, message: Received) -> bool:
+        """Note what ``message`` says; True if it changed anything."""
+        prefix = self._target.prefix
+        device = _device_of(message.topic, prefix, "status")
+        if device is not None:
+            status = _json_object(message.payload) or {}
+            groups = status.get("groups")
+            member = isinstance(groups, list) and self._target.group in groups
+            if status.get("state") == "online" and member and device not in self.answers:
+                self.answers[device] = None
+                return True
+            return False
+        device = _device_of(message.topic, prefix, "config", "state")
+        if device is None or self.pushed_at is None or message.retained:
+            return False
+        got = answer(message.payload, self._target.scope, self._version, self.pushed_at)
+        if got is None or self.answers.get(device) is not None:
+            return False
+        self.answers[device] = got
+        return True
+
+    @property
+    def waiting(self) -> int:
+        return sum(got is None for got in self.answers.values())
+
+
+async def _read_for(mqtt: Session, seconds: float, take: Callable[[Received], bool]) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                take(await mqtt.receive())
+    except TimeoutError:
+        pass
+
+
+async def push_group(url: BrokerUrl, update: Update, timeout_s: float, out: TextIO) -> int:
+    from gateway.operator.groupview import GroupView  # rich, only where a table is drawn
+
+    target = update.target
+    members = Members(target, update.version)
+    async with Session(url) as mqtt:
+        await mqtt.subscribe(f"{target.prefix}/+/status", f"{target.prefix}/+/config/state")
+        await _read_for(mqtt, SETTLE_S, members.take)
+        members.pushed_at = time.time()
+        await mqtt.publish_retained(target.set_topic, update.envelope(members.pushed_at))
+        print(update.describe(members.pushed_at), file=out, flush=True)
+        if not members.answers:
+            print(f"group {target.group}: no device online names it in its status "
+                  f"(the update stays retained on {target.set_topic} for when they connect)",
+                  file=out)
+            return EXIT_FAILURE
+        with GroupView(out) as view:
+            view.show(members.answers)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    while members.waiting:
+                        if members.take(await mqtt.receive()):
+                            view.show(members.answers)
+            except TimeoutError:
+                pass
+            view.show(members.answers, final=True)
+    counts: dict[str, int] = {}
+    for got in members.answers.values():
+        status = "silent" if got is None else got.status
+        counts[status] = counts.get(status, 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    print(f"group {target.group}: {summary} of {len(members.answers)}", file=out)
+    return EXIT_OK if counts.get("applied") == len(members.answers) else EXIT_FAILURE
