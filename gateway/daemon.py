@@ -268,6 +268,8 @@ class Daemon:
         mqtt_changed = config.mqtt != old.mqtt
         if mqtt_changed:
             self._uplink.reconfigure(config.mqtt)
+        if config.groups != old.groups:
+            self._uplink.regroup(tuple(config.groups))
         restart_all = (config.mqtt.topic_prefix, config.mqtt.qos) != (old.mqtt.topic_prefix,
                                                                       old.mqtt.qos)
         started = await self._sensors.reconcile(config.sensors, self._pipeline_factory(config),

@@ -25,7 +25,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import structlog
@@ -218,13 +218,7 @@ class Uplink:
                 window = min(window, client.receive_maximum - 1)
                 expiry = self._config.message_expiry_s
             log.info("uplink.connected", broker=str(broker), window=window)
-            client.publish(
-                self._status_topic,
-                status.online(time.time(), self._identity.version, self._identity.boot_id,
-                              self._identity.groups),
-                qos=1,
-                retain=True,
-            )
+            self._publish_online(client)
             self._client, self._broker = client, broker
             self._set_link(LinkState.CONNECTED, broker)
             self.up.set()
@@ -362,6 +356,22 @@ class Uplink:
                 return
             if silence >= PING_AFTER_KEEPALIVES * keepalive:
                 client.ping()
+
+    def _publish_online(self, client: SupervisedClient) -> None:
+        identity = self._identity
+        client.publish(
+            self._status_topic,
+            status.online(time.time(), identity.version, identity.boot_id, identity.groups),
+            qos=1,
+            retain=True,
+        )
+
+    def regroup(self, groups: tuple[str, ...]) -> None:
+        """The device's groups changed (reload, remote config): the retained online status
+        names them, so an operator finds a group's devices by it."""
+        self._identity = replace(self._identity, groups=groups)
+        if self._client is not None:
+            self._publish_online(self._client)
 
     def route(self, topic: str, inbox: Inbox) -> None:
         """Deliver what arrives on ``topic`` (an exact topic, no wildcards) into ``inbox``."""
