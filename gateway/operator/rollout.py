@@ -302,8 +302,8 @@ class Rollout:
             tally = watch.tally(manifest.percent, now)
             if observed.foreign:
                 view.show(tally, "stopped")
-                self.reason = (f"another publisher replaced the manifest on {plan.topic}; "
-                               "the rollout stops without publishing")
+                self.reason = (f"stopped: another publisher replaced the manifest on "
+                               f"{plan.topic} (the rollout published nothing more)")
                 view.stop(self.reason)
                 return EXIT_FAILURE
             if tally.halts(plan):

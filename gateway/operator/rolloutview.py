@@ -43,10 +43,10 @@ class RolloutView:
             if not self._console.is_terminal:  # a file gets the table once, unterminated
                 self._console.line()
         for line in self._ending:
-            self._console.print(line, markup=False)
+            self._console.print(line, markup=False, soft_wrap=True)
 
     def note(self, text: str) -> None:
-        self._console.print(text, markup=False)
+        self._console.print(text, markup=False, soft_wrap=True)
 
     def show(self, tally: Tally, state: str) -> None:
         if self._rows.get(tally.percent) == (tally, state):
