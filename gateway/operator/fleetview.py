@@ -35,7 +35,7 @@ def _firmware(record: dict[str, Any]) -> Text:
         return Text("-", style="dim")
     text = state["state"] + (f" {state['version']}" if state["version"] else "")
     if state["progress"] is not None and state["state"] == "downloading":
-        text += f" {state['progress']:.0%}" if state["progress"] <= 1 else f" {state['progress']:g}"
+        text += f" {state['progress']:.0%}"  # the share of the bundle received
     if state["reason"]:
         text += f": {state['reason']}"
     return Text(text, style=STATE_STYLES.get(state["state"], ""))

@@ -113,6 +113,14 @@ class Watch:
     salt: str
     fleet: Fleet
     since: dict[str, float] = field(default_factory=dict)
+    # The formula hashes; a tally runs every tick over the whole channel.
+    _eligible: dict[tuple[float, str], bool] = field(default_factory=dict)
+
+    def eligible(self, percent: float, device: str) -> bool:
+        key = (percent, device)
+        if key not in self._eligible:
+            self._eligible[key] = eligible(percent, self.salt, device)
+        return self._eligible[key]
 
     def _in_channel(self, device: Device) -> bool:
         if device.channel is not None:
@@ -146,7 +154,7 @@ class Watch:
         failures = []
         expected = 0
         for device in self.members():
-            if not eligible(percent, self.salt, device.id):
+            if not self.eligible(percent, device.id):
                 continue
             outcome = self._outcome(device)
             if outcome is None and device.id not in self.since and not device.online:

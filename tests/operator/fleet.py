@@ -1,14 +1,14 @@
 """A fleet for ``rollout`` to steer: many devices in one process, each with its own MQTT
 connection (and last will) to one broker, taking a release from a loopback HTTP server.
 
-Each device decides as a device does, with the device side's own pieces: the envelope is
-verified against its trusted keys (``trust.verify``), the manifest read by
-``parse_firmware`` and checked for expiry, channel and a newer version, and eligibility
-computed by ``gateway.firmware.rollout``; it downloads the bundle and checks size and sha256,
-and reports each state on its retained ``P/D/firmware/state`` as SPEC section 4 has it. What
-a device does not run here is the install itself: after ``awaiting_health`` it commits,
-rolls back (``ROLLS_BACK``) or dies without a word (``SILENT``: the socket dropped, so the
-broker publishes its last will, and no heartbeat follows), as the test injects.
+Each device decides on a manifest as a device does (``decide``: the envelope verified
+against its trusted keys, the payload parsed, channel, running and refused versions,
+expiry, halt, then eligibility by ``gateway.firmware.rollout``), downloads the bundle and
+checks its size and sha256, and reports each state on its retained ``P/D/firmware/state``
+as SPEC section 4 has it. What a device does not run here is the install itself: after
+``awaiting_health`` it commits, rolls back (``ROLLS_BACK``) or dies without a word
+(``SILENT``: the socket dropped, so the broker publishes its last will, and no heartbeat
+follows), as the test injects.
 """
 
 from __future__ import annotations
@@ -33,12 +33,81 @@ from packaging.version import Version
 from gateway.firmware.rollout import default_salt, eligible
 from gateway.trust.envelope import verify
 from gateway.trust.keys import Keyring
-from gateway.trust.payload import FirmwarePayload, parse_firmware
+from gateway.trust.payload import parse_firmware
 from gateway.trust.rejection import Rejected
 from gateway.uplink.mqtt_client import SupervisedClient
 
 HEARTBEAT_S = 0.25
 STEP_S = 0.02  # between two reported states, so that each is seen on the broker
+
+
+# The device side's decision, with the names and rules of gateway.firmware.manifest.decide
+# on the firmware-device branch; once that is merged, this section is an import of it
+# (``Identity`` is its ``Device``, ``Release`` that of gateway.firmware.state).
+
+
+@dataclass(frozen=True)
+class Identity:
+    device_id: str
+    channel: str
+    running: Version
+    refused: Version | None = None  # the highest version refused or rolled back
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    url: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Act:
+    release: Release
+
+
+@dataclass(frozen=True)
+class NotEligible:
+    version: str
+
+
+@dataclass(frozen=True)
+class Halt:
+    version: str
+
+
+@dataclass(frozen=True)
+class Refuse:
+    reason: str
+    version: str | None = None
+
+
+def decide(payload: bytes, keyring: Keyring, device: Identity,
+           now: float) -> Act | NotEligible | Halt | Refuse | None:
+    """None: the running or a refused release again, nothing to do or say."""
+    try:
+        manifest = parse_firmware(verify(payload, keyring).payload)
+    except Rejected as exc:
+        return Refuse(exc.reason)
+    version, named = manifest.version, str(manifest.version)
+    if manifest.channel != device.channel:
+        return Refuse(f"wrong channel: {manifest.channel}", named)
+    if version == device.running or (
+            device.refused is not None and device.running < version <= device.refused):
+        return None
+    try:
+        manifest.check_expiry(now)
+    except Rejected as exc:
+        return Refuse(exc.reason, named)
+    if version < device.running:
+        return Refuse(f"not newer than the running {device.running}", named)
+    if manifest.halt:
+        return Halt(named)
+    salt = manifest.rollout.salt or default_salt(manifest.channel, named)
+    if not eligible(manifest.rollout.percent, salt, device.device_id):
+        return NotEligible(named)
+    return Act(Release(named, manifest.url, manifest.sha256, manifest.size))
 
 
 class Behaviour(enum.Enum):
@@ -97,7 +166,7 @@ class Device:
     channel: str = "stable"
     prefix: str = "gw"
     reports: list[Report] = field(default_factory=list)
-    refused: set[Version] = field(default_factory=set)
+    refused: Version | None = None
     silent: bool = False
     _client: SupervisedClient | None = None
     _inbox: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(16))
@@ -135,13 +204,12 @@ class Device:
             self._inbox.put_nowait(payload)
         return 0
 
-    def report(self, version: Version | None, state: str, reason: str | None = None,
+    def report(self, version: str | None, state: str, reason: str | None = None,
                progress: float | None = None) -> None:
         if self.silent or self._client is None:
             return
-        self.reports.append(Report(str(version) if version else "", state, reason,
-                                   time.monotonic()))
-        body = {"version": str(version) if version else None, "state": state,
+        self.reports.append(Report(version or "", state, reason, time.monotonic()))
+        body = {"version": version, "state": state,
                 "reason": reason, "progress": progress, "ts": time.time()}
         self._client.publish(f"{self.prefix}/{self.id}/firmware/state",
                              json.dumps(body).encode(), qos=1, retain=True)
@@ -159,51 +227,33 @@ class Device:
         while True:
             self._take(await self._inbox.get())
 
-    def _accept(self, data: bytes) -> FirmwarePayload:
-        """The manifest, if this device may act on it; else ``Rejected``."""
-        manifest = parse_firmware(verify(data, self.keyring).payload)
-        manifest.check_expiry(time.time())
-        if manifest.channel != self.channel:
-            raise Rejected("wrong channel")
-        if manifest.version < self.running:
-            raise Rejected("not newer")
-        return manifest
-
     def _take(self, data: bytes) -> None:
-        try:
-            manifest = self._accept(data)
-        except Rejected as exc:
-            self.report(None, "failed", exc.reason)
-            return
-        version = manifest.version
-        if version == self.running or version in self.refused:
-            return  # has it, or refused it: not again until a newer one
+        me = Identity(self.id, self.channel, self.running, self.refused)
+        decision = decide(data, self.keyring, me, time.time())
         busy = self._update is not None and not self._update.done()
-        if manifest.halt:
+        if isinstance(decision, Refuse):
+            self.report(decision.version, "failed", decision.reason)
+        elif isinstance(decision, Halt):
             if busy and not self._installing:
                 assert self._update is not None
                 self._update.cancel()
-                self.report(version, "idle", "halted")
-            return
-        if busy:
-            return
-        salt = manifest.rollout.salt or default_salt(manifest.channel, str(version))
-        if not eligible(manifest.rollout.percent, salt, self.id):
-            self.report(version, "not_eligible")
-            return
-        self._update = asyncio.create_task(self._install(manifest))
+                self.report(decision.version, "idle", "halted")
+        elif isinstance(decision, NotEligible):
+            self.report(decision.version, "not_eligible")
+        elif isinstance(decision, Act) and not busy:
+            self._update = asyncio.create_task(self._install(decision.release))
 
-    async def _install(self, manifest: FirmwarePayload) -> None:
-        version = manifest.version
+    async def _install(self, release: Release) -> None:
+        version = release.version
         self.report(version, "downloading", progress=0.0)
         try:
-            data = await asyncio.to_thread(fetch, manifest.url, manifest.size)
+            data = await asyncio.to_thread(fetch, release.url, release.size)
         except OSError as exc:
             self.report(version, "failed", f"download: {exc}")
             return
         self.report(version, "verifying")
-        if len(data) != manifest.size or hashlib.sha256(data).hexdigest() != manifest.sha256:
-            self.refused.add(version)
+        if len(data) != release.size or hashlib.sha256(data).hexdigest() != release.sha256:
+            self.refused = Version(version)
             self.report(version, "failed", "sha256 mismatch")
             return
         await asyncio.sleep(STEP_S)
@@ -218,10 +268,10 @@ class Device:
             assert self._client is not None
             self._client.abort()
         elif self.behaviour is Behaviour.ROLLS_BACK:
-            self.refused.add(version)
+            self.refused = Version(version)
             self.report(version, "rolled_back", "health check failed (injected)")
         else:
-            self.running = version
+            self.running = Version(version)
             self.report(version, "committed")
             assert self._client is not None
             self._client.publish(f"{self.prefix}/{self.id}/status", self._status(), qos=1,
