@@ -12,10 +12,14 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.config import file as configfile
 from gateway.config.models import NAME_PATTERN, BrokerUrl, parse_broker_url
+
+if TYPE_CHECKING:
+    from packaging.version import Version
 
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
 
@@ -155,6 +159,117 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def needs_rich(command: str) -> bool:
+    try:
+        import rich  # noqa: F401  (the command's tables)
+    except ImportError:
+        print(f"edge-gateway: {command} needs rich: pip install 'edge-gateway[operator]'",
+              file=sys.stderr)
+        return False
+    return True
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.operator import release
+    from gateway.operator.mqtt import BrokerError
+    from gateway.trust.keys import KeyLoadError, read_private_key
+    from gateway.trust.rejection import Rejected
+
+    try:
+        key = read_private_key(args.key)
+    except KeyLoadError as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        artifact = release.digest(args.artifact)
+    except OSError as exc:
+        print(f"edge-gateway: cannot read {args.artifact}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_INVALID
+    manifest = release.Manifest.of(args.channel, args.version, args.url, artifact,
+                                   args.percent, args.salt, args.halt, args.ttl)
+    try:
+        manifest.check()
+    except Rejected as exc:
+        print(f"edge-gateway: the manifest would be refused: {exc.reason}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        topic = asyncio.run(release.publish(args.broker, args.prefix, manifest, key))
+    except BrokerError as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"released {manifest.channel} {manifest.version} to {manifest.percent:g} % "
+          f"{'(halted) ' if manifest.halt else ''}on {topic} (kid {key.public.kid})")
+    print(f"sha256 {artifact.sha256}, {artifact.size} bytes, salt {manifest.salt}")
+    return EXIT_OK
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.operator import rollout
+    from gateway.operator.mqtt import BrokerError
+    from gateway.trust.keys import KeyLoadError, read_private_key
+
+    if not needs_rich("rollout"):
+        return EXIT_FAILURE
+    from gateway.operator.rolloutview import RolloutView
+
+    try:
+        key = read_private_key(args.key)
+    except KeyLoadError as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    plan = rollout.Plan(args.prefix, args.channel, args.version, args.steps, args.soak,
+                        args.max_failure_rate, args.min_reports, args.report_timeout,
+                        args.settle)
+    with RolloutView(sys.stdout) as view:
+        driver = rollout.Rollout(plan, key, view)
+        try:
+            code = asyncio.run(driver.run(args.broker))
+        except rollout.Refused as exc:
+            print(f"edge-gateway: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        except BrokerError as exc:
+            print(f"edge-gateway: {exc}; the manifest on {plan.topic} stays as last published",
+                  file=sys.stderr)
+            return EXIT_FAILURE
+        except KeyboardInterrupt:
+            print(f"edge-gateway: interrupted; the manifest on {plan.topic} stays as last "
+                  "published", file=sys.stderr)
+            return EXIT_FAILURE
+    if driver.reason is not None:
+        print(f"edge-gateway: rollout {driver.reason}", file=sys.stderr)
+    return code
+
+
+def cmd_fleet_status(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+    import time
+
+    from gateway.operator import fleetstatus
+    from gateway.operator.mqtt import BrokerError
+
+    if not args.json and not needs_rich("fleet status"):
+        return EXIT_FAILURE
+    try:
+        fleet = asyncio.run(fleetstatus.collect(args.broker, args.prefix, args.settle))
+    except BrokerError as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    summary = fleetstatus.summary(fleet, time.time())
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    from gateway.operator import fleetview
+
+    fleetview.render(summary, sys.stdout)
+    return EXIT_OK
+
+
 def cmd_push_config(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -223,6 +338,45 @@ def seconds(value: str) -> float:
     if not 0 < number < float("inf"):
         raise argparse.ArgumentTypeError("a number of seconds above 0")
     return number
+
+
+def pep440(value: str) -> Version:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(value)
+    except InvalidVersion:
+        raise argparse.ArgumentTypeError("not a PEP 440 version") from None
+
+
+def percentage(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number <= 100:
+        raise argparse.ArgumentTypeError("a percentage from 0 to 100")
+    return number
+
+
+def fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < 1:
+        raise argparse.ArgumentTypeError("a fraction from 0 up to (not including) 1, e.g. 0.1")
+    return number
+
+
+def steps(value: str) -> tuple[float, ...]:
+    from gateway.operator.rollout import parse_steps
+
+    try:
+        return parse_steps(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
 
 
 def i2c_bus(value: str) -> int | str:
@@ -333,6 +487,83 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds until the update expires unapplied (86400, a day)")
     push.add_argument("file", type=Path, metavar="FILE.yaml")
     push.set_defaults(handler=cmd_push_config)
+    release = commands.add_parser(
+        "release", help="sign and publish a release's firmware manifest (retained)",
+        description="Hashes the release bundle FILE (size and sha256), signs a firmware "
+        "manifest for channel C and publishes it retained on P/firmware/C/manifest. Devices "
+        "of the channel whose bucket falls under --percent install it.")
+    release.add_argument("--broker", type=broker_url, required=True, metavar="URL",
+                         help="mqtt://host:port or mqtts://host:port")
+    release.add_argument("--key", type=Path, required=True, metavar="KEYFILE",
+                         help="a private key from keygen, trusted by the devices")
+    release.add_argument("--channel", type=topic_name, required=True, metavar="C")
+    release.add_argument("--version", type=lambda v: str(pep440(v)), required=True,
+                         metavar="V", help="the release's PEP 440 version")
+    release.add_argument("--artifact", type=Path, required=True, metavar="FILE",
+                         help="the release bundle (.tar.gz of wheels)")
+    release.add_argument("--url", required=True, metavar="URL",
+                         help="where devices download FILE (http:// or https://)")
+    release.add_argument("--percent", type=percentage, required=True, metavar="P",
+                         help="share of the channel's devices that may install it (0-100)")
+    release.add_argument("--salt", metavar="S",
+                         help="draws the cohort (default CHANNEL:VERSION, a fresh one each "
+                         "release)")
+    release.add_argument("--halt", action="store_true",
+                         help="devices that have not started installing stop")
+    release.add_argument("--ttl", type=seconds, default=30 * 86400.0, metavar="S",
+                         help="seconds until the manifest expires (2592000, 30 days)")
+    release.add_argument("--prefix", type=topic_name, default="gw", metavar="P",
+                         help="the devices' mqtt.topic_prefix (gw)")
+    release.set_defaults(handler=cmd_release)
+
+    rollout = commands.add_parser(
+        "rollout", help="raise a release's percentage step by step, halting on failures",
+        description="Re-signs the retained manifest of channel C (it must release V, signed "
+        "with KEYFILE) at each step's percentage and watches the channel's devices' "
+        "firmware/state. Halts (manifest halt: true, exit 1) when the failure rate of the "
+        "devices eligible at the current step, silent ones counted as failed, exceeds "
+        "--max-failure-rate once --min-reports have reported. Exit 0 when the last step "
+        "has soaked.")
+    rollout.add_argument("--broker", type=broker_url, required=True, metavar="URL",
+                         help="mqtt://host:port or mqtts://host:port")
+    rollout.add_argument("--key", type=Path, required=True, metavar="KEYFILE",
+                         help="the private key the release was signed with")
+    rollout.add_argument("--channel", type=topic_name, required=True, metavar="C")
+    rollout.add_argument("--version", type=pep440, required=True, metavar="V")
+    rollout.add_argument("--steps", type=steps, required=True, metavar="1,10,50,100",
+                         help="rising percentages")
+    rollout.add_argument("--soak", type=seconds, required=True, metavar="S",
+                         help="how long a step runs on after every eligible device reported")
+    rollout.add_argument("--max-failure-rate", type=fraction, required=True, metavar="F",
+                         help="halt above this share of failed, rolled back or silent devices")
+    rollout.add_argument("--min-reports", type=positive, default=5, metavar="N",
+                         help="judge the failure rate only once N eligible devices reported (5)")
+    rollout.add_argument("--report-timeout", type=seconds, default=1800.0, metavar="T",
+                         help="an eligible device with no outcome after T seconds counts as "
+                         "failed (1800)")
+    rollout.add_argument("--settle", type=seconds, default=60.0, metavar="S",
+                         help="how long devices are listened for before the first step; at "
+                         "least the devices' heartbeat.interval_s (60)")
+    rollout.add_argument("--prefix", type=topic_name, default="gw", metavar="P",
+                         help="the devices' mqtt.topic_prefix (gw)")
+    rollout.set_defaults(handler=cmd_rollout)
+
+    fleet = commands.add_parser("fleet", help="what the broker knows of the devices")
+    fleet_actions = fleet.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fleet_status = fleet_actions.add_parser(
+        "status", help="every device, and per channel who runs which release",
+        description="Listens to the devices' retained status, config/state and "
+        "firmware/state and their heartbeats for --settle seconds, then prints a table "
+        "per device and per channel and release.")
+    fleet_status.add_argument("--broker", type=broker_url, required=True, metavar="URL",
+                              help="mqtt://host:port or mqtts://host:port")
+    fleet_status.add_argument("--prefix", type=topic_name, default="gw", metavar="P",
+                              help="the devices' mqtt.topic_prefix (gw)")
+    fleet_status.add_argument("--settle", type=seconds, default=5.0, metavar="S",
+                              help="how long to listen (5); heartbeats come every "
+                              "heartbeat.interval_s")
+    fleet_status.add_argument("--json", action="store_true", help="the summary as JSON")
+    fleet_status.set_defaults(handler=cmd_fleet_status)
     return parser
 
 
