@@ -9,16 +9,22 @@ template against the daemon's retained status, the last will included.
 from __future__ import annotations
 
 import json
-import queue
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from helpers import Broker, DaemonProcess, Received, Subscriber, device_config, write_config
+from helpers import (
+    Broker,
+    DaemonProcess,
+    Subscriber,
+    collect,
+    device_config,
+    retained_snapshot,
+    write_config,
+)
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gateway import __version__
@@ -68,40 +74,6 @@ def mosquitto_pub(port: int, topic: str, payload: str) -> None:
 
 def discovery(prefix: str, device: str, sensor: str, suffix: str) -> str:
     return f"{prefix}/sensor/{device}/{sensor}_{suffix}/config"
-
-
-def collect(sub: Subscriber, want: Callable[[Received], bool], topics: set[str],
-            timeout: float = 30.0) -> dict[str, bytes]:
-    """The last payload on each of ``topics`` among the messages ``want`` keeps, once every
-    one of them has had one."""
-    got: dict[str, bytes] = {}
-    deadline = time.monotonic() + timeout
-    while not topics <= got.keys():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"never came: {sorted(topics - got.keys())}")
-        try:
-            message = sub.get(left)
-        except queue.Empty:
-            continue
-        if message.topic in topics and want(message):
-            got[message.topic] = message.payload
-    return got
-
-
-def retained_snapshot(port: int, topic_filter: str, quiet_s: float = 1.0) -> dict[str, bytes]:
-    """What the broker holds retained under ``topic_filter``."""
-    sub = Subscriber(port, topic_filter)
-    got: dict[str, bytes] = {}
-    try:
-        while True:
-            message = sub.get(quiet_s)
-            assert message.retained, message
-            got[message.topic] = message.payload
-    except queue.Empty:
-        return got
-    finally:
-        sub.close()
 
 
 def demo_config(broker: Broker, tmp_path: Path) -> Path:
@@ -200,9 +172,10 @@ def test_demo_entities_their_fields_templates_and_availability(
         assert available() == "online"
         assert daemon.stop() == 0
         assert available() == "offline"
-        daemon = DaemonProcess(config)
         found.close()
         found = Subscriber(broker.port, f"{prefix}/#")
+        collect(found, lambda m: m.retained, set(messages))  # subscribed before the start
+        daemon = DaemonProcess(config)
         assert collect(found, lambda m: not m.retained, set(messages)) == messages
         deadline = time.monotonic() + 15
         while available() != "online":
