@@ -3,15 +3,15 @@
 One TaskGroup owns every task for the daemon's life: the queue's disk worker, the uplink
 supervisor, the remote-config task, the heartbeat, the watchdog, Home Assistant's birth
 listener once discovery is on and, through ``RunningSensors``, a sampler and a pipeline
-timer per sensor. The config changes part by
-part, never all at once: SIGHUP re-reads the file and puts the applied remote layers back on
-top; a verified remote update does the same with its new layer. Either way ``_apply``
-changes only what differs: sensors added, removed or changed are started and stopped one
-by one (the others keep sampling), a pipeline change takes effect on the next reading, an
-``mqtt`` change reconnects the uplink, queue bounds resize, the log level changes live,
-Home Assistant's discovery messages follow the sensors. A
-remote update whose new sensor does not initialise, or whose broker settings do not
-connect, within ``remote_config.apply_timeout_s`` is rolled back to the previous config.
+timer per sensor. The config changes part by part, never all at once: SIGHUP re-reads the
+file and puts the applied remote layers back on top; a verified remote update does the
+same with its new layer. Either way ``_apply`` changes only what differs: sensors added,
+removed or changed are started and stopped one by one (the others keep sampling), a
+pipeline change takes effect on the next reading, an ``mqtt`` change reconnects the uplink,
+queue bounds resize, the log level changes live, Home Assistant's discovery messages follow
+the sensors. A remote update whose new sensor does not initialise, or whose broker settings
+do not connect, within ``remote_config.apply_timeout_s`` is rolled back to the previous
+config.
 SIGTERM/SIGINT stop the samplers, flush the pipelines, let the uplink drain for
 ``mqtt.shutdown_flush_s``, publish the ``shutdown`` status and return. SIGUSR1 writes a
 diagnostics report.
@@ -316,16 +316,16 @@ class Daemon:
     async def _discover(self, config: Config) -> None:
         """Home Assistant discovery follows the config. It is set up the first time it is
         enabled, or at start when an earlier run left discovery messages to clear."""
-        state_file = config.state_dir / HOME_ASSISTANT_STATE
         if self._home_assistant is None:
-            if not (config.home_assistant.enabled or state_file.exists()):
+            state_file = config.state_dir / HOME_ASSISTANT_STATE
+            if not (config.home_assistant.enabled or await asyncio.to_thread(state_file.exists)):
                 return
             # Imported only where it is used, like every optional feature.
             from gateway.service.home_assistant import HomeAssistant
 
             self._home_assistant = HomeAssistant(self._uplink, state_file, __version__,
                                                  self._offload)
-            self._home_assistant.load()
+            await asyncio.to_thread(self._home_assistant.load)
             self._tasks["home-assistant"] = self._group.create_task(
                 self._home_assistant.run(), name="home-assistant")
         await self._home_assistant.configure(config)
