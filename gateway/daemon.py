@@ -1,15 +1,17 @@
 """The daemon's lifecycle: compose everything from a config, run it, change it, stop it.
 
 One TaskGroup owns every task for the daemon's life: the queue's disk worker, the uplink
-supervisor, the remote-config task, the heartbeat, the watchdog and, through
-``RunningSensors``, a sampler and a pipeline timer per sensor. The config changes part by
-part, never all at once: SIGHUP re-reads the file and puts the applied remote layers back on
-top; a verified remote update does the same with its new layer. Either way ``_apply``
-changes only what differs: sensors added, removed or changed are started and stopped one
-by one (the others keep sampling), a pipeline change takes effect on the next reading, an
-``mqtt`` change reconnects the uplink, queue bounds resize, the log level changes live. A
-remote update whose new sensor does not initialise, or whose broker settings do not
-connect, within ``remote_config.apply_timeout_s`` is rolled back to the previous config.
+supervisor, the remote-config task, the heartbeat, the watchdog, Home Assistant's birth
+listener once discovery is on and, through ``RunningSensors``, a sampler and a pipeline
+timer per sensor. The config changes part by part, never all at once: SIGHUP re-reads the
+file and puts the applied remote layers back on top; a verified remote update does the
+same with its new layer. Either way ``_apply`` changes only what differs: sensors added,
+removed or changed are started and stopped one by one (the others keep sampling), a
+pipeline change takes effect on the next reading, an ``mqtt`` change reconnects the uplink,
+queue bounds resize, the log level changes live, Home Assistant's discovery messages follow
+the sensors. A remote update whose new sensor does not initialise, or whose broker settings
+do not connect, within ``remote_config.apply_timeout_s`` is rolled back to the previous
+config.
 SIGTERM/SIGINT stop the samplers, flush the pipelines, let the uplink drain for
 ``mqtt.shutdown_flush_s``, publish the ``shutdown`` status and return. SIGUSR1 writes a
 diagnostics report.
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -53,11 +55,16 @@ from gateway.statefile import write_atomic
 from gateway.trust.keys import KeyLoadError, Keyring
 from gateway.uplink.inbox import Inbox
 from gateway.uplink.queue import MessageQueue
-from gateway.uplink.supervisor import Identity, Link, Uplink
+from gateway.uplink.supervisor import Identity, Link, LinkState, Uplink
+
+if TYPE_CHECKING:
+    from gateway.service.home_assistant import HomeAssistant
 
 log = structlog.get_logger(__name__)
 
 READY_TIMEOUT_S = 10.0
+# Under state_dir: the Home Assistant discovery topics published, to clear after a restart.
+HOME_ASSISTANT_STATE = "home_assistant.json"
 # Set to 1 by tests only: SIGUSR2 then blocks the event loop, as a wedged daemon would.
 DEBUG_HOOKS = "EDGE_GATEWAY_DEBUG_HOOKS"
 
@@ -124,6 +131,7 @@ class Daemon:
         self._health: dict[str, SensorHealth] = {}
         self._applying = asyncio.Lock()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._home_assistant: HomeAssistant | None = None
 
     async def _offload(self, fn: Callable[[], None]) -> None:
         await asyncio.get_running_loop().run_in_executor(self._io, fn)
@@ -182,6 +190,7 @@ class Daemon:
         tasks["uplink"] = tg.create_task(self._uplink.run(), name="uplink")
         tasks["remote-config"] = tg.create_task(self._remote.run(self._inbox.get),
                                                 name="remote-config")
+        await self._discover(config)
         self._start_heartbeat(config)
         await self._sensors.reconcile(config.sensors, self._pipeline_factory(config))
         await self._ready()
@@ -281,6 +290,7 @@ class Daemon:
             self._start_heartbeat(config)
         self._remote.configured(config, keyring)
         self._route(config)
+        await self._discover(config)
         if timeout_s is None:
             return None
         try:
@@ -306,6 +316,23 @@ class Daemon:
         for topic in set(wanted) - set(self._routes):
             self._uplink.route(topic, self._inbox)
         self._routes = wanted
+
+    async def _discover(self, config: Config) -> None:
+        """Home Assistant discovery follows the config. It is set up the first time it is
+        enabled, or at start when an earlier run left discovery messages to clear."""
+        if self._home_assistant is None:
+            state_file = config.state_dir / HOME_ASSISTANT_STATE
+            if not (config.home_assistant.enabled or await asyncio.to_thread(state_file.exists)):
+                return
+            # Imported only where it is used, like every optional feature.
+            from gateway.service.home_assistant import HomeAssistant
+
+            self._home_assistant = HomeAssistant(self._uplink, state_file, __version__,
+                                                 self._offload)
+            await asyncio.to_thread(self._home_assistant.load)
+            self._tasks["home-assistant"] = self._group.create_task(
+                self._home_assistant.run(), name="home-assistant")
+        await self._home_assistant.configure(config)
 
     def _report_config(self, outcome: Outcome) -> None:
         self._uplink.publish_retained(state_topic(self.config),
@@ -337,9 +364,12 @@ class Daemon:
                 self.notifier.status(self.status_line())
             await asyncio.sleep(self.notifier.watchdog_s)
 
-    def _link_changed(self, _: Link) -> None:
-        """STATUS= follows the uplink at once, not only with the next watchdog ping."""
+    def _link_changed(self, link: Link) -> None:
+        """STATUS= follows the uplink at once, not only with the next watchdog ping; Home
+        Assistant's discovery messages go out again on every CONNACK."""
         self.notifier.status(self.status_line())
+        if link.state is LinkState.CONNECTED and self._home_assistant is not None:
+            self._home_assistant.republish()
 
     def status_line(self) -> str:
         if not hasattr(self, "_sensors"):

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,41 @@ def retained(port: int, topic: str, timeout: float = 5.0) -> Received:
     sub = Subscriber(port, topic)
     try:
         return sub.get(timeout)
+    finally:
+        sub.close()
+
+
+def collect(sub: Subscriber, want: Callable[[Received], bool], topics: set[str],
+            timeout: float = 30.0) -> dict[str, bytes]:
+    """The last payload on each of ``topics`` among the messages ``want`` keeps, once every
+    one of them has had one."""
+    got: dict[str, bytes] = {}
+    deadline = time.monotonic() + timeout
+    while not topics <= got.keys():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"never came: {sorted(topics - got.keys())}")
+        try:
+            message = sub.get(left)
+        except queue.Empty:
+            continue
+        if message.topic in topics and want(message):
+            got[message.topic] = message.payload
+    return got
+
+
+def retained_snapshot(port: int, topic_filter: str, quiet_s: float = 1.0) -> dict[str, bytes]:
+    """What the broker holds retained under ``topic_filter`` (messages published while
+    we look are left out)."""
+    sub = Subscriber(port, topic_filter)
+    got: dict[str, bytes] = {}
+    try:
+        while True:
+            message = sub.get(quiet_s)
+            if message.retained:
+                got[message.topic] = message.payload
+    except queue.Empty:
+        return got
     finally:
         sub.close()
 

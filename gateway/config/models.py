@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, PlainSerializer, PlainValidator
+from pydantic import AfterValidator, Field, PlainSerializer, PlainValidator
 
 from gateway.config.section import Section
 from gateway.config.stages import Stages, Vibration
@@ -330,6 +330,32 @@ class FirmwareConfig(Section):
     pass
 
 
+DISCOVERY_PREFIX = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
+
+
+def check_discovery_prefix(value: str) -> str:
+    """A topic to publish under: no wildcards, no empty levels."""
+    if not DISCOVERY_PREFIX.fullmatch(value):
+        raise ValueError("expected topic levels of letters, digits, '_', '.' or '-', "
+                         "separated by '/', such as homeassistant")
+    return value
+
+
+def home_assistant_id(name: str) -> str:
+    """A device or sensor name as Home Assistant takes it in a discovery topic, whose ids
+    are ``[a-zA-Z0-9_-]``: names may also hold dots."""
+    return name.replace(".", "_")
+
+
+class HomeAssistantConfig(Section):
+    """MQTT discovery: every sensor quantity appears in Home Assistant by itself."""
+
+    enabled: bool = False
+    # Home Assistant's own default; its MQTT integration options can change it.
+    discovery_prefix: Annotated[str, Field(max_length=128),
+                                AfterValidator(check_discovery_prefix)] = "homeassistant"
+
+
 class Config(Section):
     device_id: TopicName
     groups: list[TopicName] = []
@@ -339,6 +365,7 @@ class Config(Section):
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     remote_config: RemoteConfigConfig = RemoteConfigConfig()
     firmware: FirmwareConfig = FirmwareConfig()
+    home_assistant: HomeAssistantConfig = HomeAssistantConfig()
     logging: LoggingConfig = LoggingConfig()
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     state_dir: Annotated[Path, Field(strict=False)] = Path("/var/lib/edge-gateway")
@@ -348,10 +375,18 @@ def semantic_errors(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
     """Rules that span fields, as (location, message) pairs like pydantic's own."""
     errors: list[tuple[tuple[str | int, ...], str]] = []
     seen: set[str] = set()
+    # Home Assistant's ids by the sensor names they come from.
+    discovery_ids: dict[str, str] = {}
     for index, sensor in enumerate(config.sensors):
         if sensor.name in seen:
             errors.append((("sensors", index, "name"), f"duplicate sensor name {sensor.name!r}"))
         seen.add(sensor.name)
+        discovery_id = home_assistant_id(sensor.name)
+        other = discovery_ids.setdefault(discovery_id, sensor.name)
+        if config.home_assistant.enabled and other != sensor.name:
+            errors.append((("sensors", index, "name"),
+                           f"{sensor.name!r} and {other!r} are the same sensor to Home "
+                           f"Assistant ({discovery_id!r}): rename one"))
         if sensor.sim is not None and not sensor.simulated:
             where = "port" if isinstance(sensor, SerialSensor) else "bus"
             errors.append((("sensors", index, "sim"), f"emulator settings need {where}: sim"))

@@ -46,6 +46,10 @@ DISCONNECT_TIMEOUT_S = 2.0
 # so a healthy broker always has a full keepalive to answer.
 DEAD_AFTER_KEEPALIVES = 1.5
 PING_AFTER_KEEPALIVES = 0.5
+# gmqtt draws the packet ids of PUBLISH, SUBSCRIBE and UNSUBSCRIBE from one pool of the
+# broker's receive maximum less one; publishes leave this many for subscriptions, which
+# a full window would otherwise fail, taking the connection down.
+CONTROL_IDS = 2
 
 
 class ProtocolRefused(ConnectionError):
@@ -123,6 +127,8 @@ class Uplink:
         self._retained: dict[str, bytes] = {}
         self._retained_in_flight: dict[int, tuple[str, bytes]] = {}
         self._acks: AckTracker | None = None
+        # Unacknowledged QoS 1 publishes the current connection allows at once.
+        self._window = 1
         # The current connection's "lost" event, set to end it on purpose.
         self._lost: asyncio.Event | None = None
         self._reconfigured = asyncio.Event()
@@ -203,6 +209,8 @@ class Uplink:
                 self._queue.ack(message)
             elif mid in self._retained_in_flight:
                 self._retained_acked(mid)
+            if self._retained:
+                self._publish_retained()  # a report may be waiting for this free slot
 
         acks = AckTracker(on_ack)
         client: SupervisedClient | None = None
@@ -215,8 +223,9 @@ class Uplink:
             window = self._config.max_in_flight
             expiry = None
             if protocol == "5":  # 3.1.1 has neither a receive maximum nor message expiry
-                window = min(window, client.receive_maximum - 1)
+                window = max(1, min(window, client.receive_maximum - 1 - CONTROL_IDS))
                 expiry = self._config.message_expiry_s
+            self._window = window
             log.info("uplink.connected", broker=str(broker), window=window)
             self._publish_online(client)
             self._client, self._broker = client, broker
@@ -393,7 +402,9 @@ class Uplink:
 
     def publish_retained(self, topic: str, payload: bytes) -> None:
         """Publish a retained state report (QoS 1); only the latest per topic counts, and
-        it is sent again after a reconnect until acknowledged."""
+        it is sent again after a reconnect until acknowledged. Reports share the
+        connection's in-flight window with the queue (a broker may disconnect a client
+        that exceeds its receive maximum) and take its free slots first."""
         self._retained[topic] = payload
         self._publish_retained()
 
@@ -403,6 +414,8 @@ class Uplink:
             return
         busy = {topic for topic, _ in self._retained_in_flight.values()}
         for topic, payload in self._retained.items():
+            if acks.pending >= self._window:
+                return  # the rest go as acks free the window (``on_ack``)
             if topic not in busy:
                 client.publish(topic, payload, qos=1, retain=True)
                 self._retained_in_flight[acks.last_mid] = (topic, payload)
@@ -411,8 +424,7 @@ class Uplink:
         topic, payload = self._retained_in_flight.pop(mid)
         if self._retained.get(topic) is payload:
             del self._retained[topic]
-        else:
-            self._publish_retained()  # it changed while in flight: send the latest
+        # Otherwise it changed while in flight: ``on_ack`` sends the latest.
 
     def publish_live(self, topic: str, payload: bytes, qos: int = 0) -> bool:
         """Publish now, outside the queue, if connected: for live views such as the
