@@ -16,8 +16,9 @@ alone. Budgets (issue 11): the full demo at most 48 MiB, one SHT3x at most 38 Mi
 growth over the last half under 256 KiB.
 
 By default the daemon runs in ``.bench-venv``, made on first use with the package and
-its dependencies only, as ``systemd/install.sh`` makes a device's: the development venv
-also holds the test tools, and structlog imports ``rich`` (4 MiB) wherever it finds it.
+its dependencies only, as ``systemd/install.sh`` makes a device's (the package is
+reinstalled from the source at every run): the development venv also holds the test
+tools, and structlog imports ``rich`` (4 MiB) wherever it finds it.
 """
 
 from __future__ import annotations
@@ -62,17 +63,20 @@ MARKS = ["imports", "config", "open", "connected", "half", "steady"]
 
 
 def device_python(python: str | None) -> str:
+    """The interpreter of a venv like a device's: the package installed from a wheel
+    (an editable install's import hook alone costs 1 MiB), dependencies, nothing else."""
     if python:
         return python
+    pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
     stamp = VENV / "installed-from"
     wanted = (ROOT / "pyproject.toml").read_text()
     if not stamp.exists() or stamp.read_text() != wanted:
-        print(f"memory: making {VENV.name} (the package and its dependencies only)",
-              file=sys.stderr)
+        print(f"memory: making {VENV.name}", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "-e", str(ROOT)],
-                       check=True)  # fmt: skip
+        subprocess.run([*pip, str(ROOT)], check=True)
         stamp.write_text(wanted)
+    # The source as it is now, every run.
+    subprocess.run([*pip, "--no-deps", "--force-reinstall", str(ROOT)], check=True)
     return str(VENV / "bin" / "python")
 
 
