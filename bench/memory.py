@@ -1,6 +1,6 @@
 """The daemon's memory, measured: RSS through start-up and at steady state, per config.
 
-    python bench/memory.py [--minutes 10] [--python PATH]
+    python bench/memory.py [--minutes 10] [--python PATH] [--env KEY=VALUE ...]
 
 Three configurations, each in a fresh process (``bench/memory_probe.py``, which runs
 what ``edge-gateway run`` runs): one SHT3x; the demo device without its vibration
@@ -10,15 +10,20 @@ Mosquitto the bench starts on a free loopback port, as on a device. For each: Vm
 after the imports, after loading the configuration, once the sensors are open (READY),
 once connected, after half of ``--minutes`` and at the end (steady state); the growth
 over the last half; and, from a second process of the same configuration run beside it
-with tracemalloc on, the allocation sites that grew most over that half. The floors,
-measured in the same run: a bare ``python -c pass`` and the dependencies imported
-alone. Budgets (issue 11): the full demo at most 48 MiB, one SHT3x at most 38 MiB,
-growth over the last half under 256 KiB.
+with tracemalloc on, the allocation sites that grew most over that half.
+
+The floors, measured in the same run: a bare ``python -c pass``, and for each
+configuration the dependencies its features use, imported alone (pydantic with one
+model built: its schema machinery loads with the first). What each configuration holds
+above its floor is then broken down by the marks. Budgets (issue 11): the full demo at
+most 48 MiB, one SHT3x at most 38 MiB, growth over the last half under 256 KiB.
 
 By default the daemon runs in ``.bench-venv``, made on first use with the package and
 its dependencies only, as ``systemd/install.sh`` makes a device's (the package is
 reinstalled from the source at every run): the development venv also holds the test
-tools, and structlog imports ``rich`` (4 MiB) wherever it finds it.
+tools, and structlog imports ``rich`` (4 MiB) wherever it finds it. The daemon gets the
+``Environment=`` of ``systemd/edge-gateway.service``, as under systemd; ``--env`` adds
+to it or overrides it (``--env MALLOC_ARENA_MAX=`` unsets one).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -41,6 +48,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "bench" / "memory_probe.py"
+UNIT = ROOT / "systemd" / "edge-gateway.service"
 VENV = ROOT / ".bench-venv"
 MIB = 1024 * 1024
 BUDGET_MIB = {"sht3x": 38.0, "demo": 48.0}
@@ -52,12 +60,20 @@ RSS = (
     "for line in open('/proc/self/status'):\n"
     "    if line.startswith('VmRSS:'): print(int(line.split()[1]) * 1024)"
 )
-FLOORS = {
-    "python -c pass": "",
-    "deps of a SHT3x": "import asyncio, gmqtt, pydantic.main, structlog, yaml, smbus2, "
-    "systemd.daemon, systemd.journal",
-    "all deps": "import asyncio, gmqtt, pydantic.main, structlog, yaml, smbus2, "
-    "systemd.daemon, systemd.journal, serial, minimalmodbus, numpy",
+# What each part imports of the dependencies, alone: the command line and the daemon
+# are what every configuration imports at start-up, the rest what a feature needs.
+FEATURES = {
+    "cli": "import yaml\nimport pydantic\nclass Model(pydantic.BaseModel):\n    x: int = 0",
+    "daemon": "import asyncio, gmqtt, structlog, systemd.daemon",
+    "i2c": "import smbus2",
+    "modbus": "import serial, minimalmodbus",
+    "spill": "import sqlite3",
+    "vibration": "import numpy, numpy.fft",
+}
+USES = {
+    "sht3x": ["i2c"],
+    "demo without vibration": ["i2c", "modbus", "spill"],
+    "demo": ["i2c", "modbus", "spill", "vibration"],
 }
 MARKS = ["imports", "config", "open", "connected", "half", "steady"]
 
@@ -78,6 +94,28 @@ def device_python(python: str | None) -> str:
     # The source as it is now, every run.
     subprocess.run([*pip, "--no-deps", "--force-reinstall", str(ROOT)], check=True)
     return str(VENV / "bin" / "python")
+
+
+def unit_environment() -> dict[str, str]:
+    """The ``Environment=`` assignments of the service unit."""
+    env = {}
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("Environment="):
+            for assignment in shlex.split(line.removeprefix("Environment=")):
+                key, _, value = assignment.partition("=")
+                env[key] = value
+    return env
+
+
+def daemon_environment(overrides: list[str]) -> dict[str, str]:
+    env = {**os.environ, **unit_environment()}
+    for assignment in overrides:
+        key, _, value = assignment.partition("=")
+        if value:
+            env[key] = value
+        else:
+            env.pop(key, None)
+    return env
 
 
 def free_port() -> int:
@@ -113,7 +151,7 @@ def mosquitto(workdir: Path) -> Iterator[int]:
         proc.wait(10)
 
 
-def configs(port: int, workdir: Path) -> dict[str, dict[str, Any]]:
+def configs(port: int) -> dict[str, dict[str, Any]]:
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     demo["mqtt"]["brokers"] = [f"mqtt://127.0.0.1:{port}"]
     demo["heartbeat"] = {"interval_s": 1}
@@ -140,16 +178,18 @@ def write_config(workdir: Path, name: str, config: dict[str, Any], trace: bool) 
     return path
 
 
-def floor(python: str, imports: str) -> int:
-    code = f"{imports}\n{RSS}" if imports else RSS
+def floor(python: str, features: list[str]) -> int:
+    code = "\n".join([*(FEATURES[f] for f in features), RSS])
     return int(subprocess.run([python, "-c", code], check=True, capture_output=True,
                               text=True).stdout)  # fmt: skip
 
 
-def start_probe(python: str, config: Path, minutes: float, trace: bool) -> subprocess.Popen[str]:
+def start_probe(python: str, config: Path, minutes: float, trace: bool,
+                env: dict[str, str]) -> subprocess.Popen[str]:
     log = config.with_suffix(".log").open("w")
     args = [python, str(PROBE), str(config), str(minutes), *(["--trace"] if trace else [])]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT,
+                            env=env)  # fmt: skip
     log.close()
     return proc
 
@@ -162,38 +202,73 @@ def collect(proc: subprocess.Popen[str], minutes: float, name: str) -> dict[str,
     return marks
 
 
-def mib(value: int) -> str:
+def mib(value: float) -> str:
     return f"{value / MIB:6.1f}"
 
 
-def report(floors: dict[str, int], runs: dict[str, tuple[dict[str, Any], dict[str, Any]]],
-           minutes: float) -> bool:
+def breakdown(marks: dict[str, Any], floors: dict[str, int], own: int
+              ) -> list[tuple[str, int]]:
+    """Where the RSS above the configuration's floor ``own`` went. The dependencies of a
+    feature load when it first works (numpy with the first vibration window), so the
+    phases after the configuration are taken together, less those dependencies."""
+    rss = {name: mark["rss"] for name, mark in marks.items()}
+    cli, base = floors["deps: command line"], floors["deps: command line, daemon"]
+    return [
+        ("the command line and the config models (gateway.cli, gateway.config)",
+         rss["cli"] - cli),
+        ("the daemon's modules (gateway.daemon and what it imports of the gateway)",
+         rss["imports"] - rss["cli"] - (base - cli)),
+        ("the configuration (config - imports)", rss["config"] - rss["imports"]),
+        ("at work: drivers, emulators, threads, pipelines, uplink, buffers, fragmentation "
+         "(steady - config - the features' dependencies)",
+         rss["steady"] - rss["config"] - (own - base)),
+    ]
+
+
+def report(floors: dict[str, int], env: dict[str, str],
+           runs: dict[str, tuple[dict[str, Any], dict[str, Any]]], minutes: float) -> bool:
     ok = True
-    print(f"\nVmRSS in MiB; sampling for {minutes:g} min; growth is steady - half, in KiB\n")
-    print(f"{'floor':<26}{'RSS':>8}")
+    shown = " ".join(f"{k}={v}" for k, v in env.items())
+    print(f"\nVmRSS in MiB; sampling for {minutes:g} min; growth is steady - half, in KiB; "
+          f"environment: {shown or 'nothing set'}\n")
+    print(f"{'floor':<40}{'RSS':>8}")
     for name, rss in floors.items():
-        print(f"{name:<26}{mib(rss):>8}")
-    print(f"\n{'config':<26}" + "".join(f"{m:>10}" for m in MARKS) + f"{'growth':>9}"
-          f"{'budget':>8}")
+        print(f"{name:<40}{mib(rss):>8}")
+    print(f"\n{'config':<24}" + "".join(f"{m:>10}" for m in MARKS)
+          + f"{'growth':>8}{'floor':>8}{'budget':>8}")
     for name, (clean, _) in runs.items():
         steady = clean["steady"]["rss"]
         growth = steady - clean["half"]["rss"]
         budget = BUDGET_MIB.get(name)
         verdict = ""
         if budget is not None:
-            verdict = "ok" if steady <= budget * MIB else f"> {budget:g}"
+            verdict = "ok" if steady <= budget * MIB else f">{budget:g}"
         if growth >= GROWTH_BUDGET:
             verdict += " growth"
         ok &= verdict in ("", "ok")
-        print(f"{name:<26}" + "".join(f"{mib(clean[m]['rss']):>10}" for m in MARKS)
-              + f"{growth / 1024:9.0f}{verdict:>8}")
-    print("\nat steady state (the clean run)")
+        print(f"{name:<24}" + "".join(f"{mib(clean[m]['rss']):>10}" for m in MARKS)
+              + f"{growth / 1024:8.0f}{mib(floors[f'deps of {name}']):>8}{verdict:>8}")
+    base = floors["deps: command line, daemon"]
+    for name, (clean, _) in runs.items():
+        own = floors[f"deps of {name}"]
+        steady = clean["steady"]["rss"]
+        print(f"\n{name}: {mib(steady).strip()} MiB = floor {mib(own).strip()} "
+              f"(python {mib(floors['python -c pass']).strip()}, its dependencies "
+              f"{mib(own - floors['python -c pass']).strip()}) + {mib(steady - own).strip()}:")
+        for what, size in breakdown(clean, floors, own):
+            print(f"  {mib(size)}  {what}")
+        rss = {name: mark["rss"] for name, mark in clean.items()}
+        print(f"          (by phase: open {(rss['open'] - rss['config']) / MIB:+.1f}, "
+              f"connected {(rss['connected'] - rss['open']) / MIB:+.1f}, "
+              f"to the end {(rss['steady'] - rss['connected']) / MIB:+.1f}; "
+              f"the features' dependencies {(own - base) / MIB:.1f})")
+    print("\nat steady state")
     for name, (clean, _) in runs.items():
         s = clean["steady"]
         print(f"  {name:<24} connected={s['connected']} reconnects={s['reconnects']} "
               f"messages={s['messages']} queue={s['queue']} threads={s['threads']} "
-              f"tasks={s['tasks']}")
-    print("\ntracemalloc: top growth over the last half (a second run of each config)")
+              f"tasks={s['tasks']} modules={s['modules']} heavy={','.join(s['heavy']) or '-'}")
+    print("\ntracemalloc: top growth over the last half (a twin of each config, traced)")
     for name, (_, traced) in runs.items():
         steady = traced["steady"]
         print(f"  {name} (tracemalloc's own memory {steady['tracemalloc_bytes'] / 1024:.0f} KiB)")
@@ -209,17 +284,27 @@ def main() -> int:
                         help="sampling time to steady state (10; fractions for a quick run)")
     parser.add_argument("--python", help="the interpreter to run the daemon with "
                         f"(default: {VENV.name}/bin/python, made on first use)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="for the daemon, over the unit's Environment= (KEY= unsets)")
     args = parser.parse_args()
     python = device_python(args.python)
-    floors = {name: floor(python, imports) for name, imports in FLOORS.items()}
+    env = daemon_environment(args.env)
+    named = unit_environment().keys() | {a.partition("=")[0] for a in args.env}
+    floors = {
+        "python -c pass": floor(python, []),
+        "deps: command line": floor(python, ["cli"]),
+        "deps: command line, daemon": floor(python, ["cli", "daemon"]),
+    }
+    for name, features in USES.items():
+        floors[f"deps of {name}"] = floor(python, ["cli", "daemon", *features])
     with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmp:
         workdir = Path(tmp)
         with mosquitto(workdir) as port:
             procs = {}
-            for name, config in configs(port, workdir).items():
+            for name, config in configs(port).items():
                 procs[name] = tuple(
                     start_probe(python, write_config(workdir, name, config, trace),
-                                args.minutes, trace)
+                                args.minutes, trace, env)
                     for trace in (False, True)
                 )
             try:
@@ -238,7 +323,8 @@ def main() -> int:
                         if proc.poll() is None:
                             proc.kill()
                             proc.wait()
-    return 0 if report(floors, runs, args.minutes) else 1
+    shown = {key: env[key] for key in sorted(named) if key in env}
+    return 0 if report(floors, shown, runs, args.minutes) else 1
 
 
 if __name__ == "__main__":

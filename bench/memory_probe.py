@@ -4,13 +4,14 @@
 
 It does what ``edge-gateway run -c CONFIG`` does, in the same order, under a stand-in
 systemd (``NOTIFY_SOCKET`` and ``WATCHDOG_USEC`` as the unit sets them), and prints one
-JSON line per mark on stdout: VmRSS after the imports, after the configuration is loaded,
-once the sensors are open (READY=1), once the uplink is connected, and after half and
-all of MINUTES of sampling. With ``--trace``, tracemalloc runs from the sensors' opening
-on and the last mark names the allocation sites that grew between the last two marks;
-its own memory makes that run's RSS figures useless, so the bench runs it beside a clean
-one. The top imports only what the interpreter has loaded before running a script, so
-the probe costs next to nothing of what it measures.
+JSON line per mark on stdout: VmRSS after importing the command line, then the daemon,
+after the configuration is loaded, once the sensors are open (READY=1), once the uplink
+is connected, and after half and all of MINUTES of sampling. With ``--trace``,
+tracemalloc runs from the sensors' opening on and the last mark names the allocation
+sites that grew between the last two marks; its own memory makes that run's RSS figures
+useless, so the bench runs it beside a clean one. The top imports only what the
+interpreter has loaded before running a script, so the probe costs next to nothing of
+what it measures.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from gateway.config.models import Config
 
 TRACE_FRAMES = 6
+# Dependencies only some features need: which of them a configuration loaded.
+HEAVY = ("numpy", "sqlite3", "minimalmodbus", "serial", "smbus2", "ssl")
 TOP_SITES = 5
 CONNECT_TIMEOUT_S = 30.0
 
@@ -46,8 +49,11 @@ def mark(name: str, **extra: object) -> None:
 
 
 def main(path_arg: str, minutes: float, trace: bool) -> int:
-    # What the `edge-gateway` script and `run` import, before anything else.
-    from gateway import cli, daemon  # noqa: F401
+    # What the `edge-gateway` script and then `run` import, before anything else.
+    from gateway import cli  # noqa: F401
+
+    mark("cli")
+    from gateway import daemon
 
     mark("imports")
     from pathlib import Path
@@ -65,6 +71,7 @@ async def _run(daemon: Any, path: Path, config: Config, seconds: float, trace: b
     import asyncio
     import signal
     import socket
+    import threading
     import tracemalloc
 
     loop = asyncio.get_running_loop()
@@ -103,16 +110,19 @@ async def _run(daemon: Any, path: Path, config: Config, seconds: float, trace: b
         half = tracemalloc.take_snapshot() if trace else None
         mark("half")
         await asyncio.sleep(opened + seconds - loop.time())
+        end = tracemalloc.take_snapshot() if trace else None
         figures = gateway.figures()
-        sites = _growth(tracemalloc.take_snapshot(), half) if half is not None else None
+        sites = _growth(end, half) if end is not None and half is not None else None
         mark(
             "steady",
             connected=figures["uplink"]["connected"],
             reconnects=figures["uplink"]["reconnects"],
             messages=sum(p["messages"] for p in figures["pipelines"].values()),
             queue=figures["queue"]["depth"],
-            threads=len(__import__("threading").enumerate()),
+            threads=threading.active_count(),
             tasks=len(asyncio.all_tasks()),
+            modules=len(sys.modules),
+            heavy=[name for name in HEAVY if name in sys.modules],
             tracemalloc_bytes=tracemalloc.get_tracemalloc_memory() if trace else None,
             growth=sites,
         )
