@@ -22,8 +22,8 @@ By default the daemon runs in ``.bench-venv``, made on first use with the packag
 its dependencies only, as ``systemd/install.sh`` makes a device's (the package is
 reinstalled from the source at every run): the development venv also holds the test
 tools, and structlog imports ``rich`` (4 MiB) wherever it finds it. The daemon gets the
-``Environment=`` of ``systemd/edge-gateway.service``, as under systemd; ``--env`` adds
-to it or overrides it (``--env MALLOC_ARENA_MAX=`` unsets one).
+``Environment=`` of ``systemd/edge-gateway.service``, as under systemd, and so do the
+floors; ``--env`` adds to it or overrides it (``--env MALLOC_ARENA_MAX=`` unsets one).
 """
 
 from __future__ import annotations
@@ -178,10 +178,10 @@ def write_config(workdir: Path, name: str, config: dict[str, Any], trace: bool) 
     return path
 
 
-def floor(python: str, features: list[str]) -> int:
+def floor(python: str, features: list[str], env: dict[str, str]) -> int:
     code = "\n".join([*(FEATURES[f] for f in features), RSS])
     return int(subprocess.run([python, "-c", code], check=True, capture_output=True,
-                              text=True).stdout)  # fmt: skip
+                              text=True, env=env).stdout)  # fmt: skip
 
 
 def start_probe(python: str, config: Path, minutes: float, trace: bool,
@@ -291,12 +291,12 @@ def main() -> int:
     env = daemon_environment(args.env)
     named = unit_environment().keys() | {a.partition("=")[0] for a in args.env}
     floors = {
-        "python -c pass": floor(python, []),
-        "deps: command line": floor(python, ["cli"]),
-        "deps: command line, daemon": floor(python, ["cli", "daemon"]),
+        "python -c pass": floor(python, [], env),
+        "deps: command line": floor(python, ["cli"], env),
+        "deps: command line, daemon": floor(python, ["cli", "daemon"], env),
     }
     for name, features in USES.items():
-        floors[f"deps of {name}"] = floor(python, ["cli", "daemon", *features])
+        floors[f"deps of {name}"] = floor(python, ["cli", "daemon", *features], env)
     with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmp:
         workdir = Path(tmp)
         with mosquitto(workdir) as port:
