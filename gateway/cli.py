@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -58,10 +57,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return daemon.run(args.config)
     except configfile.ConfigError as exc:
         return report(exc)
-    except (OSError, sqlite3.Error) as exc:
+    except _unusable_state() as exc:
         # State directory not writable, queue file unusable: nothing can run.
         print(f"edge-gateway: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _unusable_state() -> tuple[type[Exception], ...]:
+    """What unusable state raises. Evaluated when an exception is being matched: by then
+    sqlite3 is loaded if the queue has a disk tier, and only then (it costs 1 MiB)."""
+    sqlite3 = sys.modules.get("sqlite3")
+    return (OSError,) if sqlite3 is None else (OSError, sqlite3.Error)
 
 
 def cmd_read(args: argparse.Namespace) -> int:

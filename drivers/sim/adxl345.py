@@ -47,8 +47,10 @@ RESET_VALUES = {BW_RATE: 0x0A}
 # Sample periods are counted from floats; without the slack a period ending exactly
 # now can be counted one access late.
 PERIOD_SLACK = 1e-9
-# Enough for a test's run at 3200 Hz; a long-running emulator keeps only the latest.
-TRUTH_DEPTH = 1 << 16
+# Samples of truth kept by default: a few FIFO depths, enough to check any one drain
+# and to repeat the last sample when stuck. A test that checks a long run asks for more
+# (``truth_depth``); a running daemon never pays for a history nobody reads.
+TRUTH_DEPTH = 4 * CAPACITY
 
 Sample = tuple[float, float, float]
 
@@ -58,9 +60,11 @@ class ADXL345Sim:
     vibration: Vibration = field(default_factory=Vibration)
     clock: Callable[[], float] = time.monotonic
     faults: Faults = field(default_factory=Faults)
-    # The accelerations sampled (g), oldest first; samples that would only have been
-    # overwritten in the FIFO unread are never computed and so are absent.
-    truth: deque[Sample] = field(default_factory=lambda: deque(maxlen=TRUTH_DEPTH))
+    truth_depth: int = TRUTH_DEPTH
+    # The latest ``truth_depth`` accelerations sampled (g), oldest first; samples that
+    # would only have been overwritten in the FIFO unread are never computed and so are
+    # absent.
+    truth: deque[Sample] = field(init=False, repr=False)
     _regs: bytearray = field(init=False, repr=False)
     _pointer: int = field(default=0, init=False, repr=False)
     _queue: deque[bytes] = field(default_factory=deque, init=False, repr=False)
@@ -71,6 +75,7 @@ class ADXL345Sim:
     _made: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.truth = deque(maxlen=self.truth_depth)
         self._regs = bytearray(0x40)
         self._regs[DEVID] = ADXL345_ID
         for register, value in RESET_VALUES.items():

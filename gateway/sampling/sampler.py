@@ -12,17 +12,19 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from drivers.adxl345 import FifoBatch
 from drivers.errors import DriverError
 from gateway.config.models import Sensor
 from gateway.pipeline.core import Pipeline
 from gateway.sampling.health import HealthPolicy, SensorHealth, State
 from gateway.sampling.sensors import OpenSensor, SerialPorts, open_sensor
 from gateway.sampling.simbench import SimBench
+
+if TYPE_CHECKING:
+    from drivers.adxl345 import FifoBatch
 
 log = structlog.get_logger(__name__)
 

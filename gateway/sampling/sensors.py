@@ -2,7 +2,8 @@
 
 This is the one place that maps configuration onto ``drivers``; the rest of the gateway
 sees a sensor as something that reads a dict of quantities (or, for an accelerometer,
-drains a FIFO) and can be closed.
+drains a FIFO) and can be closed. A driver's module (and its libraries: minimalmodbus
+and pyserial for Modbus) is imported when a configured sensor first needs it.
 """
 
 from __future__ import annotations
@@ -10,14 +11,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from drivers.adxl345 import ADXL345, FifoBatch
-from drivers.bme280 import BME280
-from drivers.i2c import I2CBus, open_i2c
-from drivers.sht3x import SHT3x
-from drivers.sim.i2c import SimI2CBus
-from drivers.wtvb01 import WTVB01
-from drivers.xymd02 import XYMD02
 from gateway.config.models import (
     ADXL345Sensor,
     BME280Sensor,
@@ -28,6 +23,12 @@ from gateway.config.models import (
     XYMD02Sensor,
 )
 from gateway.sampling.simbench import SimBench
+
+if TYPE_CHECKING:
+    from drivers.adxl345 import FifoBatch
+    from drivers.i2c import I2CBus
+    from drivers.wtvb01 import WTVB01
+    from drivers.xymd02 import XYMD02
 
 
 @dataclass
@@ -55,15 +56,23 @@ class SerialPorts:
 def _open_i2c(config: I2CSensor, bench: SimBench) -> OpenSensor:
     bus: I2CBus
     if config.simulated:
+        from drivers.sim.i2c import SimI2CBus
+
         sim_bus = SimI2CBus()
         sim_bus.attach(config.address, bench.i2c_chip(config))
         bus = sim_bus
     else:
+        from drivers.i2c import open_i2c
+
         bus = open_i2c(config.bus)
     if isinstance(config, SHT3xSensor):
+        from drivers.sht3x import SHT3x
+
         sht = SHT3x(bus, config.address, config.repeatability)
         return OpenSensor(read=sht.read, close=bus.close)
     if isinstance(config, BME280Sensor):
+        from drivers.bme280 import BME280
+
         bme = BME280(
             bus,
             config.address,
@@ -74,14 +83,23 @@ def _open_i2c(config: I2CSensor, bench: SimBench) -> OpenSensor:
         )
         return OpenSensor(read=bme.read, close=bus.close)
     assert isinstance(config, ADXL345Sensor)
+    from drivers.adxl345 import ADXL345
+
     adxl = ADXL345(bus, config.address, rate_hz=config.rate_hz, range_g=config.range_g)
     return OpenSensor(read=adxl.read, close=bus.close, read_fifo=adxl.read_fifo)
 
 
 def _open_serial(config: SerialSensor, ports: SerialPorts, bench: SimBench) -> OpenSensor:
     port = bench.modbus_server(config).port if config.simulated else config.port
-    kind = XYMD02 if isinstance(config, XYMD02Sensor) else WTVB01
-    driver = kind(port, config.baudrate, config.unit, config.timeout_s)
+    driver: XYMD02 | WTVB01
+    if isinstance(config, XYMD02Sensor):
+        from drivers.xymd02 import XYMD02
+
+        driver = XYMD02(port, config.baudrate, config.unit, config.timeout_s)
+    else:
+        from drivers.wtvb01 import WTVB01
+
+        driver = WTVB01(port, config.baudrate, config.unit, config.timeout_s)
     lock = ports.lock(port)
 
     def read() -> dict[str, float]:

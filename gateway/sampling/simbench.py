@@ -3,7 +3,9 @@
 Like real chips, emulators outlive the drivers that talk to them: a driver re-opened
 after a failure, or a sampler rebuilt by a reload, finds the same chip in the same
 state. Changing only a sensor's ``sim`` settings changes that chip in place, which is
-how an operator (or a test) unplugs and plugs back an emulated sensor.
+how an operator (or a test) unplugs and plugs back an emulated sensor. An emulator's
+module is imported when a sensor first needs it: a device with real chips only loads
+none of them.
 """
 
 from __future__ import annotations
@@ -12,17 +14,9 @@ import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import fields
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
-from drivers.sim.adxl345 import ADXL345Sim
-from drivers.sim.bme280 import BME280Sim
 from drivers.sim.faults import Faults
-from drivers.sim.i2c import I2CDevice
-from drivers.sim.modbus import ModbusSimServer
-from drivers.sim.sht3x import SHT3xSim
-from drivers.sim.signal import Climate
-from drivers.sim.vibration import Tone, Vibration
-from drivers.sim.wtvb01 import Machine, WTVB01Sim
-from drivers.sim.xymd02 import XYMD02Sim
 from gateway.config.models import (
     ADXL345Sensor,
     BME280Sensor,
@@ -34,6 +28,12 @@ from gateway.config.models import (
     SimConfig,
     XYMD02Sensor,
 )
+
+if TYPE_CHECKING:
+    from drivers.sim.i2c import I2CDevice
+    from drivers.sim.modbus import ModbusSimServer
+    from drivers.sim.wtvb01 import WTVB01Sim
+    from drivers.sim.xymd02 import XYMD02Sim
 
 _FAULT_FIELDS = [f.name for f in fields(Faults) if f.init and f.name != "seed"]
 
@@ -56,20 +56,24 @@ def _identity(config: SensorBase) -> tuple[object, ...]:
     return (type(config), config.address)
 
 
+@runtime_checkable
+class _Closable(Protocol):
+    """An emulator holding resources (a Modbus server: a pty and a thread)."""
+
+    def close(self) -> None: ...
+
+
 class SimBench:
     def __init__(self) -> None:
         self._devices: dict[str, tuple[tuple[object, ...], Faults, object]] = {}
         self._lock = threading.Lock()
 
     def i2c_chip(self, config: I2CSensor) -> I2CDevice:
-        device = self._get(config, lambda faults: self._new_chip(config, faults))
-        assert isinstance(device, SHT3xSim | BME280Sim | ADXL345Sim)
-        return device
+        # The identity includes the config's type, so the device is the chip it names.
+        return cast("I2CDevice", self._get(config, lambda f: self._new_chip(config, f)))
 
     def modbus_server(self, config: SerialSensor) -> ModbusSimServer:
-        device = self._get(config, lambda faults: self._new_server(config, faults))
-        assert isinstance(device, ModbusSimServer)
-        return device
+        return cast("ModbusSimServer", self._get(config, lambda f: self._new_server(config, f)))
 
     def _get(self, config: SensorBase, make: Callable[[Faults], object]) -> object:
         identity = _identity(config)
@@ -86,12 +90,20 @@ class SimBench:
 
     @staticmethod
     def _new_chip(config: I2CSensor, faults: Faults) -> I2CDevice:
-        climate = Climate(seed=_seed(config))
+        from drivers.sim.signal import Climate
+
         if isinstance(config, SHT3xSensor):
-            return SHT3xSim(climate=climate, faults=faults)
+            from drivers.sim.sht3x import SHT3xSim
+
+            return SHT3xSim(climate=Climate(seed=_seed(config)), faults=faults)
         if isinstance(config, BME280Sensor):
-            return BME280Sim(climate=climate, faults=faults)
+            from drivers.sim.bme280 import BME280Sim
+
+            return BME280Sim(climate=Climate(seed=_seed(config)), faults=faults)
         assert isinstance(config, ADXL345Sensor)
+        from drivers.sim.adxl345 import ADXL345Sim
+        from drivers.sim.vibration import Tone, Vibration
+
         vibration = Vibration(seed=_seed(config))
         if config.sim is not None and config.sim.tones is not None:
             vibration.tones = [Tone(t.axis, t.freq_hz, t.amplitude_g) for t in config.sim.tones]
@@ -99,11 +111,16 @@ class SimBench:
 
     @staticmethod
     def _new_server(config: SerialSensor, faults: Faults) -> ModbusSimServer:
-        device = (
-            XYMD02Sim(climate=Climate(seed=_seed(config)), faults=faults)
-            if isinstance(config, XYMD02Sensor)
-            else WTVB01Sim(machine=Machine(seed=_seed(config)), faults=faults)
-        )
+        device: XYMD02Sim | WTVB01Sim
+        if isinstance(config, XYMD02Sensor):
+            from drivers.sim.signal import Climate
+            from drivers.sim.xymd02 import XYMD02Sim
+
+            device = XYMD02Sim(climate=Climate(seed=_seed(config)), faults=faults)
+        else:
+            from drivers.sim.wtvb01 import Machine, WTVB01Sim
+
+            device = WTVB01Sim(machine=Machine(seed=_seed(config)), faults=faults)
         server = device.server(unit=config.unit, baudrate=config.baudrate)
         server.start()
         return server
@@ -125,7 +142,7 @@ class SimBench:
 
     @staticmethod
     def _close(device: object) -> None:
-        if isinstance(device, ModbusSimServer):
+        if isinstance(device, _Closable):
             device.close()
 
     def close(self) -> None:

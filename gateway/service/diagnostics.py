@@ -1,8 +1,10 @@
 """Field diagnostics on SIGUSR1: what pprof is to a Go daemon, with nothing installed.
 
-The report holds every asyncio task with its coroutine stack and age, every thread
-with its stack, the open file descriptors by kind, the pool and queue figures, and,
-when ``diagnostics.tracemalloc`` is on, the allocation growth since start-up.
+The report holds the resident set size and the packages imported (most of the memory a
+Python process holds is what it imported), every asyncio task with its coroutine stack
+and age, every thread with its stack, the open file descriptors by kind, the pool and
+queue figures, and, when ``diagnostics.tracemalloc`` is on, the allocation sites that
+grew most since start-up.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ from typing import Any
 
 TRACE_FRAMES = 8
 TOP_GROWTH = 25
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    """Resident set size: ``statm``'s resident pages are the counters ``VmRSS`` in
+    ``/proc/self/status`` adds up (anonymous, file and shared memory), in pages of the
+    system's size, not the peak (``ru_maxrss``)."""
+    return int(Path("/proc/self/statm").read_bytes().split()[1]) * PAGE_SIZE
 
 
 class TaskAges:
@@ -48,6 +58,11 @@ class TaskAges:
     def age(self, task: asyncio.Task[Any]) -> float | None:
         born = self._born.get(task)
         return None if born is None else round(time.monotonic() - born, 3)
+
+
+def packages() -> list[str]:
+    """The top-level packages and modules imported, private ones left out."""
+    return sorted({name.partition(".")[0] for name in sys.modules if not name.startswith("_")})
 
 
 def _frames(frames: list[Any]) -> list[str]:
@@ -126,6 +141,8 @@ class Diagnostics:
             "ts": time.time(),
             "uptime_s": round(time.monotonic() - self._started, 3),
             "pid": os.getpid(),
+            "rss_bytes": rss_bytes(),
+            "packages": packages(),
             "tasks": tasks(self.ages),
             "threads": threads(),
             "fds": open_fds(),

@@ -7,22 +7,15 @@ queued: a heartbeat that waited out an outage would only describe the past.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from gateway.sampling.health import SensorHealth
+from gateway.service.diagnostics import rss_bytes
 from gateway.uplink.queue import QueueStats
 from gateway.uplink.supervisor import UplinkStats
-
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_bytes() -> int:
-    return int(Path("/proc/self/statm").read_bytes().split()[1]) * PAGE_SIZE
 
 
 @dataclass(frozen=True)

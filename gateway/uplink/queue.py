@@ -21,12 +21,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
 from gateway.config.models import QueueConfig
-from gateway.uplink.spill import Row, SpillStore
+
+if TYPE_CHECKING:
+    from gateway.uplink.spill import SpillStore
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +80,9 @@ class MessageQueue:
         self._key = 0
         self._store: SpillStore | None = None
         if config.disk_max_bytes and state_dir is not None:
+            # SQLite only for a disk tier: a memory-only queue spares its imports (1 MiB).
+            from gateway.uplink.spill import SpillStore
+
             self._store = SpillStore(state_dir / "queue.db", config.disk_max_bytes)
         self._disk_count = 0
         self._disk_bytes = 0
@@ -317,6 +322,8 @@ class MessageQueue:
             # Delivered rows make room before an undelivered one is evicted.
             await self._flush_deletes()
         batch = [self._memory[i] for i in range(min(count, len(self._memory)))]
+        from gateway.uplink.spill import Row
+
         rows = [Row(m.key, m.sensor, m.topic, m.qos, m.payload) for m in batch]
         stored, evicted = await self._disk(self._store.append, rows, evict)
         self._remove_spilled(batch[:stored])

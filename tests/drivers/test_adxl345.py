@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from drivers.adxl345 import ADXL345, RANGES_G, RATES_HZ, FifoBatch
 from drivers.errors import BusError, ChipIdError
-from drivers.sim.adxl345 import ADXL345Sim
+from drivers.sim.adxl345 import TRUTH_DEPTH, ADXL345Sim
 from drivers.sim.bme280 import BME280Sim
 from drivers.sim.faults import Faults
 from drivers.sim.i2c import SimI2CBus
@@ -44,9 +44,11 @@ def rig(
     range_g: int = 16,
     vibration: Vibration | None = None,
     faults: Faults | None = None,
+    truth_depth: int = TRUTH_DEPTH,
 ) -> tuple[ADXL345, ADXL345Sim, FakeClock, SimI2CBus]:
     clock = FakeClock()
-    sim = ADXL345Sim(vibration=vibration or Vibration(), clock=clock, faults=faults or Faults())
+    sim = ADXL345Sim(vibration=vibration or Vibration(), clock=clock, faults=faults or Faults(),
+                     truth_depth=truth_depth)
     bus = SimI2CBus()
     bus.attach(ADDRESS, sim)
     return ADXL345(bus, ADDRESS, rate_hz, range_g, sleep=clock.sleep), sim, clock, bus
@@ -71,7 +73,7 @@ def drain_for(driver: ADXL345, clock: FakeClock, seconds: float) -> list[FifoBat
 
 
 def test_3200_hz_drained_in_bursts_for_10_s_loses_nothing() -> None:
-    driver, sim, clock, _ = rig()
+    driver, sim, clock, _ = rig(truth_depth=32000)
     driver.init()
     batches = drain_for(driver, clock, 10.0)
     samples = array("f")
@@ -81,6 +83,15 @@ def test_3200_hz_drained_in_bursts_for_10_s_loses_nothing() -> None:
     assert not any(batch.overflow for batch in batches)
     assert {batch.rate_hz for batch in batches} == {3200.0}
     assert_within_one_lsb(samples, flat(sim.truth))
+
+
+def test_the_emulator_keeps_only_the_latest_truth_unless_asked() -> None:
+    driver, sim, clock, _ = rig()
+    driver.init()
+    batches = drain_for(driver, clock, 1.0)
+    assert sum(len(batch) for batch in batches) == 3200
+    assert len(sim.truth) == TRUTH_DEPTH < 3200
+    assert_within_one_lsb(batches[-1].samples, flat(list(sim.truth)[-len(batches[-1]):]))
 
 
 def test_overflow_is_reported_when_draining_is_held_back() -> None:
@@ -241,7 +252,8 @@ def test_bus_timeout_is_a_bus_error_naming_etimedout() -> None:
 
 
 def test_flaky_bus_costs_drains_but_no_samples() -> None:
-    driver, sim, clock, _ = rig(rate_hz=400.0, faults=Faults(nack_rate=0.3, seed=3))
+    driver, sim, clock, _ = rig(rate_hz=400.0, faults=Faults(nack_rate=0.3, seed=3),
+                                truth_depth=400)
     driver.init()
     samples, failed = array("f"), 0
     for _ in range(200):
