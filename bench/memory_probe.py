@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from tracemalloc import Snapshot
 
-    from gateway.config.models import Config
+    from gateway.config.file import Document
 
 TRACE_FRAMES = 6
 # Dependencies only some features need: which of them a configuration loaded.
@@ -59,15 +59,16 @@ def main(path_arg: str, minutes: float, trace: bool) -> int:
     from pathlib import Path
 
     path = Path(path_arg)
-    config = daemon.configfile.load(path)
+    document = daemon.configfile.load_document(path)
+    config = document.config
     daemon.logsetup.configure(config.logging.level, config.logging.format)
     mark("config")
     import asyncio
 
-    return asyncio.run(_run(daemon, path, config, minutes * 60.0, trace))
+    return asyncio.run(_run(daemon, path, document, minutes * 60.0, trace))
 
 
-async def _run(daemon: Any, path: Path, config: Config, seconds: float, trace: bool) -> int:
+async def _run(daemon: Any, path: Path, document: Document, seconds: float, trace: bool) -> int:
     import asyncio
     import signal
     import socket
@@ -94,7 +95,7 @@ async def _run(daemon: Any, path: Path, config: Config, seconds: float, trace: b
     os.environ["NOTIFY_SOCKET"] = f"@edge-gateway-memory-{os.getpid()}"
     os.environ["WATCHDOG_USEC"] = "30000000"
     os.environ["WATCHDOG_PID"] = str(os.getpid())
-    gateway = daemon.Daemon(path, config)
+    gateway = daemon.Daemon(path, document)
     running = asyncio.create_task(gateway.run())
     try:
         await asyncio.wait_for(ready.wait(), CONNECT_TIMEOUT_S)
