@@ -221,7 +221,8 @@ def parse(text: str, file: str, base_dir: Path | None = None) -> Config:
     return parse_document(text, file, base_dir).config
 
 
-def parse_document(text: str, file: str, base_dir: Path | None = None) -> Document:
+def _parse_yaml(text: str, file: str) -> tuple[yaml.Node, dict[str, Any]]:
+    """The bounded YAML document, which must be a mapping."""
     if len(text) > MAX_CHARS:
         raise ConfigError([ConfigIssue(file, text.count("\n", 0, MAX_CHARS) + 1, "",
                                        f"refused: longer than {MAX_CHARS} characters")])
@@ -249,7 +250,11 @@ def parse_document(text: str, file: str, base_dir: Path | None = None) -> Docume
     if root is None or not isinstance(data, dict):
         line = root.start_mark.line + 1 if root is not None else 1
         raise ConfigError([ConfigIssue(file, line, "", "expected a mapping of settings")])
+    return root, data
 
+
+def parse_document(text: str, file: str, base_dir: Path | None = None) -> Document:
+    root, data = _parse_yaml(text, file)
     index = _LineIndex(root)
     issues = [
         ConfigIssue(file, line, _dotted(loc), "duplicate key") for loc, line in index.duplicates
@@ -292,12 +297,26 @@ def load(path: Path) -> Config:
     return load_document(path).config
 
 
-def load_document(path: Path) -> Document:
+def _read(path: Path) -> str:
     try:
         # One character past the bound is enough to refuse a file (or /dev/zero).
         with path.open(encoding="utf-8") as stream:
-            text = stream.read(MAX_CHARS + 1)
+            return stream.read(MAX_CHARS + 1)
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError([ConfigIssue(str(path), None, "", f"cannot read: {reason}")]) from exc
-    return parse_document(text, str(path), base_dir=path.resolve().parent)
+
+
+def load_document(path: Path) -> Document:
+    return parse_document(_read(path), str(path), base_dir=path.resolve().parent)
+
+
+def state_dir_of(path: Path) -> Path:
+    """Only the file's ``state_dir`` (anchored), the rest unjudged: what the firmware
+    launcher of the base install needs, which must not refuse a file because a newer
+    release takes keys it does not know."""
+    _, data = _parse_yaml(_read(path), str(path))
+    value = data.get("state_dir", Config.model_fields["state_dir"].default)
+    if not isinstance(value, str | Path):
+        raise ConfigError([ConfigIssue(str(path), None, "state_dir", "expected a path")])
+    return path.resolve().parent / value
