@@ -279,6 +279,7 @@ class Updater:
         if isinstance(decision, manifest.Halt):
             if self._job_release is not None and self._job_release.version == decision.version:
                 await self._stop_job()
+                await self._offload(lambda: _keep_only(self._downloads(), None))
                 await self._enter(state.IDLE, version=decision.version, reason="halted",
                                   release=None)
                 log.info("firmware.halted", version=decision.version)
@@ -329,13 +330,16 @@ class Updater:
             job.cancel()
             await asyncio.wait([job])
 
+    def _downloads(self) -> Path:
+        return self._dir / "firmware" / "download"
+
     def _archive(self, release: Release) -> Path:
-        return self._dir / "firmware" / "download" / f"{release.sha256}.tar.gz"
+        return self._downloads() / f"{release.sha256}.tar.gz"
 
     async def _work(self, release: Release) -> None:
         try:
             archive = self._archive(release)
-            await self._offload(lambda: _keep_only(archive))
+            await self._offload(lambda: _keep_only(archive.parent, archive))
             if self.record.state != state.INSTALLING or not await self._intact(archive,
                                                                                 release):
                 await self._fetch(release, archive)
@@ -469,9 +473,8 @@ def _fraction(have: int, size: int) -> float:
     return round(have / size, 3)
 
 
-def _keep_only(archive: Path) -> None:
-    """The download directory holds this release's bundle (partial or whole), nothing else."""
-    folder = archive.parent
+def _keep_only(folder: Path, archive: Path | None) -> None:
+    """The download directory holds this release's bundle (partial or whole), or nothing."""
     folder.mkdir(parents=True, exist_ok=True)
     for path in folder.iterdir():
         if path != archive:
