@@ -28,6 +28,21 @@ from signing import envelope
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_ITEMS = ("pyproject.toml", "README.md", "gateway", "drivers")
 
+# A release whose SHT3x driver never reads: it starts, but fails the health gate.
+UNHEALTHY_PATCH = '''
+from drivers.errors import SensorTimeout as _Timeout
+
+
+def _never(self: SHT3x) -> dict[str, float]:
+    raise _Timeout("a release that cannot read an SHT3x (made by the tests)")
+
+
+SHT3x.read = _never  # type: ignore[method-assign]
+'''
+# A release whose daemon raises at import: `check-config` works, `run` dies at once.
+NO_IMPORT_PATCH = ('raise RuntimeError("a release that cannot import its daemon '
+                   '(made by the tests)")\n')
+
 
 def dependencies() -> list[str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())

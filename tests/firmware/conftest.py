@@ -10,19 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from device_kit import (
-    GOOD,
-    NO_IMPORT,
-    NO_IMPORT_PATCH,
-    UNHEALTHY,
-    UNHEALTHY_PATCH,
-    Bundles,
-    Device,
-    FileServer,
-)
+from device_kit import GOOD, NO_IMPORT, UNHEALTHY, Bundles, Device, FileServer
 from helpers import Broker
 from nacl.signing import SigningKey
-from releases import build_releases, dependency_wheels
+from releases import NO_IMPORT_PATCH, UNHEALTHY_PATCH, build_releases, dependency_wheels
 
 
 @pytest.fixture(scope="session")
