@@ -51,6 +51,8 @@ class Served:
     rate: float | None = None
     # Send no Content-Length: the body ends when the connection closes.
     no_length: bool = False
+    # Answer a Range request with the whole file, as a server without ranges does.
+    ranges: bool = True
     cuts: int = 0
 
 
@@ -104,7 +106,7 @@ class FileServer:
             handler.send_error(404)
             return
         data, start = served.data, 0
-        match = re.fullmatch(r"bytes=(\d+)-", request.range or "")
+        match = re.fullmatch(r"bytes=(\d+)-", request.range or "") if served.ranges else None
         if match:
             start = int(match[1])
             if start >= len(data):
@@ -268,7 +270,7 @@ class Device:
     def __post_init__(self) -> None:
         self.state_dir = self.workdir / "state"
         self.path = self.workdir / f"{self.id}.yaml"
-        settings = device_config(
+        self.settings = settings = device_config(
             self.broker.port, self.state_dir, device_id=self.id,
             remote_config={"trusted_keys": [public_hex(self.key)]},
             firmware={"channel": CHANNEL, "health_timeout_s": 8, "max_trial_boots": 2,
