@@ -357,7 +357,7 @@ class Daemon:
                 else None)
             self._firmware_inbox = Inbox(updater.INBOX_SIZE, updater.MANIFEST_MAX_BYTES)
             self._tasks["firmware"] = self._group.create_task(
-                self._firmware.run(self._firmware_inbox.get), name="firmware")
+                _run_firmware(self._firmware, self._firmware_inbox), name="firmware")
         else:
             self._firmware_installer.template = template
             self._firmware_installer.timeout_s = config.firmware.install_timeout_s
@@ -483,6 +483,15 @@ class Daemon:
         await self._offload(lambda: write_atomic(path, data))
         log.info("diag.report", file=str(path), tasks=len(report["tasks"]),
                  threads=len(report["threads"]), fds=report["fds"]["count"])
+
+
+async def _run_firmware(firmware: Updater, inbox: Inbox) -> None:
+    """A fault in the updater is logged and ends updates until the next start; it does not
+    take the sensors and the uplink down with it."""
+    try:
+        await firmware.run(inbox.get)
+    except Exception:
+        log.exception("firmware.crashed")
 
 
 class _FirmwareHost:

@@ -358,6 +358,11 @@ class Updater:
                               release=None,
                               refused=release.version if exc.refuse else self.record.refused)
             log.error("firmware.failed", version=release.version, reason=exc.reason)
+        except OSError as exc:  # the state directory: full, read-only; worth another try
+            reason = f"{type(exc).__name__}: {exc}"
+            await self._enter(state.FAILED, version=release.version, reason=reason,
+                              release=None)
+            log.error("firmware.failed", version=release.version, reason=reason)
         finally:
             self._job, self._job_release = None, None
         if self._pending is not None:
