@@ -149,10 +149,15 @@ def firmware_payload(channel: str, version: str, url: str, digest: str, size: in
     return json.dumps(body).encode()
 
 
-def manifest(key: SigningKey, channel: str, version: str, url: str, data: bytes,
+def manifest(key: SigningKey, channel: str, version: str, url: str, data: bytes | Path,
              **options: Any) -> bytes:
-    """The signed envelope of a release whose artifact is ``data`` (size and sha256 from it
-    unless ``size``/``digest`` say otherwise)."""
-    size = options.pop("size", len(data))
-    digest = options.pop("digest", sha256(data))
+    """The signed envelope of a release whose artifact is ``data`` or the file it names
+    (size and sha256 from it unless ``size``/``digest`` say otherwise)."""
+    if isinstance(data, Path):
+        with data.open("rb") as file:
+            size, digest = data.stat().st_size, hashlib.file_digest(file, "sha256").hexdigest()
+    else:
+        size, digest = len(data), sha256(data)
+    size = options.pop("size", size)
+    digest = options.pop("digest", digest)
     return envelope(key, firmware_payload(channel, version, url, digest, size, **options))

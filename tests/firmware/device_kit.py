@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from helpers import Broker, Received, Subscriber, device_config, write_config
 from nacl.signing import SigningKey
@@ -34,9 +35,6 @@ NO_IMPORT = "90.2.0"
 class Bundles:
     paths: dict[str, Path]
 
-    def data(self, version: str) -> bytes:
-        return self.paths[version].read_bytes()
-
 
 # ----------------------------------------------------------------------------------------
 # The HTTP server
@@ -44,7 +42,8 @@ class Bundles:
 
 @dataclass
 class Served:
-    data: bytes
+    # A file is read as it is sent: the tests' process keeps no bundle in memory.
+    data: bytes | Path
     # Send this many bytes of the first whole-file response, then drop the connection.
     cut_at: int | None = None
     # Pace whole-file responses (not ranged ones) to this many bytes per second.
@@ -67,7 +66,8 @@ class Request:
 
 
 class FileServer:
-    """``http.server`` in a thread; ``Range: bytes=N-`` answered with 206."""
+    """``http.server`` in a thread; ``Range: bytes=N-`` answered with 206. It serves bytes,
+    or files read as they are sent."""
 
     def __init__(self) -> None:
         self.files: dict[str, Served] = {}
@@ -90,7 +90,7 @@ class FileServer:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path}"
 
-    def add(self, path: str, data: bytes, **options: Any) -> str:
+    def add(self, path: str, data: bytes | Path, **options: Any) -> str:
         self.files[path] = Served(data, **options)
         return self.url(path)
 
@@ -106,44 +106,48 @@ class FileServer:
             handler.send_error(404)
             return
         data, start = served.data, 0
+        size = data.stat().st_size if isinstance(data, Path) else len(data)
         match = re.fullmatch(r"bytes=(\d+)-", request.range or "") if served.ranges else None
         if match:
             start = int(match[1])
-            if start >= len(data):
+            if start >= size:
                 request.status = 416
                 handler.send_error(416)
                 return
             handler.send_response(206)
-            handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            handler.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
         else:
             handler.send_response(200)
         request.status = 206 if match else 200
         if not served.no_length:
-            handler.send_header("Content-Length", str(len(data) - start))
+            handler.send_header("Content-Length", str(size - start))
         handler.end_headers()
-        body = data[start:]
+        length = size - start
         if served.cut_at is not None and not match and served.cuts == 0:
             served.cuts += 1
-            body = body[:served.cut_at]
+            length = served.cut_at
+        source = data.open("rb") if isinstance(data, Path) else io.BytesIO(data)
         try:
-            self._send(handler, body, None if match else served.rate, request)
+            with source:
+                source.seek(start)
+                self._send(handler, source, length, None if match else served.rate, request)
         except OSError:
             handler.close_connection = True
         finally:
             request.over = True
 
     @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, body: bytes, rate: float | None,
-              request: Request) -> None:
-        chunk = 16384
+    def _send(handler: BaseHTTPRequestHandler, source: BinaryIO, length: int,
+              rate: float | None, request: Request) -> None:
         started = time.monotonic()
-        for offset in range(0, len(body), chunk):
+        while request.sent < length:
             if rate is not None:
-                delay = started + offset / rate - time.monotonic()
+                delay = started + request.sent / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            handler.wfile.write(body[offset:offset + chunk])
-            request.sent += len(body[offset:offset + chunk])
+            chunk = source.read(min(16384, length - request.sent))
+            handler.wfile.write(chunk)
+            request.sent += len(chunk)
         handler.wfile.flush()
 
     def close(self) -> None:
@@ -372,7 +376,7 @@ class Device:
     def manifest_topic(self) -> str:
         return f"gw/firmware/{CHANNEL}/manifest"
 
-    def release(self, version: str, url: str, data: bytes, **options: Any) -> None:
+    def release(self, version: str, url: str, data: bytes | Path, **options: Any) -> None:
         """Publishes the signed manifest, retained, on the device's channel."""
         key = options.pop("key", self.key)
         channel = options.pop("channel", CHANNEL)

@@ -22,11 +22,12 @@ HOLD = {"EDGE_GATEWAY_DEBUG_HOOKS": "1", "EDGE_GATEWAY_FIRMWARE_HOLD": ""}
 def test_killed_in_any_state_the_next_start_ends_on_a_working_slot(
         state: str, make_device: Callable[..., Device], server: FileServer,
         bundles: Bundles) -> None:
-    data = bundles.data(GOOD)
+    data = bundles.paths[GOOD]
+    size = data.stat().st_size
     held = state in ("verifying", "awaiting_health")
     path = f"kill-{state}.tar.gz"
     # Paced, the first download takes about eight seconds; the resumed one is not.
-    url = server.add(path, data, rate=len(data) / 8 if state == "downloading" else None)
+    url = server.add(path, data, rate=size / 8 if state == "downloading" else None)
     device = make_device(env={**HOLD, "EDGE_GATEWAY_FIRMWARE_HOLD": state} if held else {})
     device.start()
     device.release(GOOD, url, data)
@@ -59,7 +60,7 @@ def test_killed_in_any_state_the_next_start_ends_on_a_working_slot(
         assert len(requests) == 2 and requests[1].status == 206, requests
         resumed_at = requests[1].range or ""
         assert resumed_at.startswith("bytes=") and resumed_at.endswith("-")
-        assert int(resumed_at[6:-1]) > len(data) // 10  # where the killed process stopped
+        assert int(resumed_at[6:-1]) > size // 10  # where the killed process stopped
     if state in ("awaiting_health", "committed"):
         assert exits == ([75, -9] if state == "committed" else [-9])
     else:

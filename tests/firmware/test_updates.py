@@ -16,8 +16,8 @@ STEPS = ["downloading", "verifying", "installing", "awaiting_health"]
 
 def test_a_good_release_is_installed_committed_and_run(
         make_device: Callable[..., Device], server: FileServer, bundles: Bundles) -> None:
-    data = bundles.data(GOOD)
-    cut = len(data) // 3
+    data = bundles.paths[GOOD]
+    cut = data.stat().st_size // 3
     url = server.add("good.tar.gz", data, cut_at=cut)
     device = make_device()
     assert device.start()["state"] == "idle"
@@ -43,7 +43,7 @@ def test_a_good_release_is_installed_committed_and_run(
 
 def test_a_release_that_fails_its_health_check_rolls_back(
         make_device: Callable[..., Device], server: FileServer, bundles: Bundles) -> None:
-    data = bundles.data(UNHEALTHY)
+    data = bundles.paths[UNHEALTHY]
     url = server.add("unhealthy.tar.gz", data)
     device = make_device()
     device.start()
@@ -70,7 +70,7 @@ def test_a_release_that_fails_its_health_check_rolls_back(
 
 def test_a_release_that_cannot_import_is_rolled_back_by_the_launcher(
         make_device: Callable[..., Device], server: FileServer, bundles: Bundles) -> None:
-    data = bundles.data(NO_IMPORT)
+    data = bundles.paths[NO_IMPORT]
     url = server.add("no-import.tar.gz", data)
     device = make_device()
     device.start()

@@ -134,9 +134,9 @@ def box(request: pytest.FixtureRequest) -> Iterator[Box]:
         for version, bundle in bundles.items():
             name = bundle.name
             shutil.move(bundle, releases / name)
-            data = (releases / name).read_bytes()
             (work / f"manifest-{version}.json").write_bytes(manifest(
-                key, "stable", version, f"http://127.0.0.1:{HTTP_PORT}/{name}", data))
+                key, "stable", version, f"http://127.0.0.1:{HTTP_PORT}/{name}",
+                releases / name))
         shutil.rmtree(work / "build")
         (work / "gateway.yaml").write_text(device_config(key))
         (work / "mosquitto.conf").write_text(
