@@ -400,6 +400,7 @@ class Updater:
             if not future.done():  # cancelled: the thread stops at its next chunk
                 download.stop()
                 await _settle(future)
+                future.exception()  # retrieved: the download's outcome no longer matters
         log.info("firmware.downloaded", version=release.version, requests=download.requests,
                  ranged=download.ranged)
 
@@ -459,10 +460,13 @@ class Updater:
         await self._set(self.record.to(to, ts=self._clock(), **changes))
 
     async def _set(self, record: Record) -> None:
-        """Written first, then reported: what was reported is always on disk."""
+        """Written first, then reported: what was reported is always on disk. A write is
+        waited for even when the task is cancelled meanwhile, so writes land in order."""
         async with self._writing:
-            await self._offload(lambda: state.save(self._dir, record))
             self.record = record
+            write = asyncio.ensure_future(self._offload(lambda: state.save(self._dir, record)))
+            await _settle(write)
+            write.result()
         self._publish(record)
         log.info("firmware.state", state=record.state, version=record.version,
                  reason=record.reason)
@@ -487,11 +491,13 @@ def _keep_only(folder: Path, archive: Path | None) -> None:
 
 
 async def _settle(future: asyncio.Future[None]) -> None:
-    """Waits for a thread's work to end, even through further cancellation."""
+    """Waits for work in a thread to end, even when cancelled meanwhile; the cancellation is
+    passed on once it has."""
+    cancelled = False
     while not future.done():
         try:
             await asyncio.wait([future])
         except asyncio.CancelledError:
-            continue
-    if not future.cancelled():
-        future.exception()  # retrieved: its outcome no longer matters
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
