@@ -70,6 +70,33 @@ def _unusable_state() -> tuple[type[Exception], ...]:
     return (OSError,) if sqlite3 is None else (OSError, sqlite3.Error)
 
 
+def cmd_launch(args: argparse.Namespace) -> int:
+    """The unit's entry: the stable launcher picks the slot (and counts trial starts), then
+    the slot's daemon replaces this process, or this install's own ``run`` goes on."""
+    import os
+
+    from gateway.firmware import launcher, slots
+
+    def say(line: str) -> None:
+        print(f"edge-gateway launch: {line}", file=sys.stderr, flush=True)
+
+    state_dir = launcher.state_directory(os.environ)
+    if state_dir is None:
+        try:
+            state_dir = configfile.state_dir_of(args.config)
+        except configfile.ConfigError:
+            state_dir = None  # `run` says what is wrong with the file
+    slot = None if state_dir is None else launcher.prepare(state_dir, say)
+    if state_dir is not None and slot is not None:
+        command = launcher.argv(state_dir, slot, args.config)
+        try:
+            os.execve(command[0], command, {**os.environ, slots.SLOT_ENV: slot})
+        except OSError as exc:
+            say(f"cannot start {command[0]}: {exc}; running the base install")
+    os.environ[slots.SLOT_ENV] = ""
+    return cmd_run(args)
+
+
 def cmd_read(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -434,6 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
     run.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
     run.set_defaults(handler=cmd_run)
+
+    launch = commands.add_parser(
+        "launch", help="start the daemon of the active firmware slot (the unit's command)")
+    launch.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    launch.set_defaults(handler=cmd_launch)
 
     check = commands.add_parser("check-config", help="validate a device file")
     check.add_argument("file", type=Path, metavar="FILE")

@@ -2,19 +2,20 @@
 
 One TaskGroup owns every task for the daemon's life: the queue's disk worker, the uplink
 supervisor, the remote-config task, the heartbeat, the watchdog, Home Assistant's birth
-listener once discovery is on and, through ``RunningSensors``, a sampler and a pipeline
-timer per sensor. The config changes part by part, never all at once: SIGHUP re-reads the
-file and puts the applied remote layers back on top; a verified remote update does the
-same with its new layer. Either way ``_apply`` changes only what differs: sensors added,
-removed or changed are started and stopped one by one (the others keep sampling), a
-pipeline change takes effect on the next reading, an ``mqtt`` change reconnects the uplink,
-queue bounds resize, the log level changes live, Home Assistant's discovery messages follow
-the sensors. A remote update whose new sensor does not initialise, or whose broker settings
-do not connect, within ``remote_config.apply_timeout_s`` is rolled back to the previous
-config.
+listener once discovery is on, with trusted keys the firmware task (``gateway.firmware``,
+imported only then) and, through ``RunningSensors``, a sampler and a pipeline timer per
+sensor. The config changes part by part, never all at once: SIGHUP re-reads the file and
+puts the applied remote layers back on top; a verified remote update does the same with its
+new layer. Either way ``_apply`` changes only what differs: sensors added, removed or
+changed are started and stopped one by one (the others keep sampling), a pipeline change
+takes effect on the next reading, an ``mqtt`` change reconnects the uplink, queue bounds
+resize, the log level changes live, Home Assistant's discovery messages follow the sensors.
+A remote update whose new sensor does not initialise, or whose broker settings do not
+connect, within ``remote_config.apply_timeout_s`` is rolled back to the previous config.
 SIGTERM/SIGINT stop the samplers, flush the pipelines, let the uplink drain for
-``mqtt.shutdown_flush_s``, publish the ``shutdown`` status and return. SIGUSR1 writes a
-diagnostics report.
+``mqtt.shutdown_flush_s``, publish the ``shutdown`` status and return; a firmware update asks
+for the same stop with exit status 75, which the unit answers with a restart through the
+launcher. SIGUSR1 writes a diagnostics report.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import structlog
 from gateway import __version__
 from gateway.config import file as configfile
 from gateway.config.models import Config, Sensor
+from gateway.firmware import slots as firmware_slots
 from gateway.pipeline.core import Pipeline, build_steps
 from gateway.pipeline.seq import SeqStore
 from gateway.remote import effective
@@ -58,6 +60,8 @@ from gateway.uplink.queue import MessageQueue
 from gateway.uplink.supervisor import Identity, Link, LinkState, Uplink
 
 if TYPE_CHECKING:
+    from gateway.firmware.install import Installer
+    from gateway.firmware.updater import Updater
     from gateway.service.home_assistant import HomeAssistant
 
 log = structlog.get_logger(__name__)
@@ -74,6 +78,7 @@ class Event(Enum):
     RELOAD = "reload"
     DIAGNOSE = "diagnose"
     WEDGE = "wedge"
+    RESTART = "restart"
 
 
 class Signals:
@@ -105,6 +110,9 @@ class Signals:
     async def next(self) -> Event:
         return await self._events.get()
 
+    def post(self, event: Event) -> None:
+        self._events.put_nowait(event)
+
 
 def _fixed_changed(new: Config, running: Config) -> list[str]:
     """Settings that live as long as the process: the identity and the state location
@@ -132,6 +140,12 @@ class Daemon:
         self._applying = asyncio.Lock()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._home_assistant: HomeAssistant | None = None
+        self._exit_code = 0
+        self._config_problem: str | None = None
+        self._firmware: Updater | None = None
+        self._firmware_installer: Installer | None = None
+        self._firmware_inbox: Inbox | None = None
+        self._firmware_topic: str | None = None
 
     async def _offload(self, fn: Callable[[], None]) -> None:
         await asyncio.get_running_loop().run_in_executor(self._io, fn)
@@ -148,7 +162,8 @@ class Daemon:
         except configfile.ConfigError as exc:
             # The file changed under layers that were valid when applied: run on the file
             # and say why, rather than not at all.
-            log.error("config.remote_layers_invalid", error=effective.first_problem(exc))
+            self._config_problem = effective.first_problem(exc)
+            log.error("config.remote_layers_invalid", error=self._config_problem)
             config = file_config
         self.config = config
         keyring = self._keyring = Keyring.load(config.remote_config.trusted_keys)
@@ -167,19 +182,24 @@ class Daemon:
                                     self._apply_remote, self._report_config)
         self._routes: dict[str, str] = {}
         self._route(config)
+        self._running_slot = firmware_slots.running_slot(config.state_dir)
+        self._firmware_place = _firmware_place_problem(config)
+        if self._firmware_place is not None:
+            log.error("firmware.off", reason=self._firmware_place)
         log.info("daemon.started", version=__version__, config=str(self.path),
                  device=config.device_id, remote_versions=applied.versions())
         try:
             await self._queue.open()
             with Signals() as signals:
+                self._signals = signals
                 async with asyncio.TaskGroup() as tg:
                     await self._serve(tg, signals)
         finally:
             await self._queue.close()
             self._bench.close()
             self._io.shutdown(wait=True)
-        log.info("daemon.stopped")
-        return 0
+        log.info("daemon.stopped", exit_code=self._exit_code)
+        return self._exit_code
 
     async def _serve(self, tg: asyncio.TaskGroup, signals: Signals) -> None:
         config = self.config
@@ -191,12 +211,13 @@ class Daemon:
         tasks["remote-config"] = tg.create_task(self._remote.run(self._inbox.get),
                                                 name="remote-config")
         await self._discover(config)
+        await self._sync_firmware(config, self._keyring)
         self._start_heartbeat(config)
         await self._sensors.reconcile(config.sensors, self._pipeline_factory(config))
         await self._ready()
         if self.notifier.watchdog_s:
             tasks["watchdog"] = tg.create_task(self._watchdog(), name="watchdog")
-        while (event := await signals.next()) is not Event.STOP:
+        while (event := await signals.next()) not in (Event.STOP, Event.RESTART):
             log.info("daemon.signal", action=event.value)
             if event is Event.DIAGNOSE:
                 await self._diagnose()
@@ -291,6 +312,7 @@ class Daemon:
         self._remote.configured(config, keyring)
         self._route(config)
         await self._discover(config)
+        await self._sync_firmware(config, keyring)
         if timeout_s is None:
             return None
         try:
@@ -333,6 +355,78 @@ class Daemon:
             self._tasks["home-assistant"] = self._group.create_task(
                 self._home_assistant.run(), name="home-assistant")
         await self._home_assistant.configure(config)
+    async def _sync_firmware(self, config: Config, keyring: Keyring) -> None:
+        """The firmware task follows the config: on with trusted keys (nothing could verify
+        a manifest without), its channel's manifest routed into its own inbox."""
+        wanted = bool(config.remote_config.trusted_keys) and self._firmware_place is None
+        if not wanted:
+            if self._firmware is not None:
+                task = self._tasks.pop("firmware")
+                task.cancel()
+                await asyncio.wait([task])
+                self._firmware = self._firmware_installer = self._firmware_inbox = None
+                self._reroute_firmware(None)
+            return
+        # Only now: the download, the installer and their imports cost memory.
+        from gateway.firmware import install, updater
+
+        settings = updater.Settings.of(config)
+        template = config.firmware.installer or install.DEFAULT_INSTALLER
+        if self._firmware is None or self._firmware_installer is None:
+            self._firmware_installer = install.Installer(
+                config.state_dir, self.path.resolve(), config.firmware.install_timeout_s,
+                template)
+            self._firmware = updater.Updater(
+                config.state_dir, settings, keyring,
+                updater.Running(__version__, self._running_slot, firmware_slots.launched()),
+                _FirmwareHost(self), self._firmware_installer, offload=self._offload,
+                hold=os.environ.get(updater.HOLD_ENV) if os.environ.get(DEBUG_HOOKS) == "1"
+                else None)
+            self._firmware_inbox = Inbox(updater.INBOX_SIZE, updater.MANIFEST_MAX_BYTES)
+            self._tasks["firmware"] = self._group.create_task(
+                _run_firmware(self._firmware, self._firmware_inbox), name="firmware")
+        else:
+            self._firmware_installer.template = template
+            self._firmware_installer.timeout_s = config.firmware.install_timeout_s
+            await self._firmware.configured(settings, keyring)
+        self._reroute_firmware(settings.manifest_topic)
+
+    def _reroute_firmware(self, topic: str | None) -> None:
+        if topic == self._firmware_topic:
+            return
+        if self._firmware_topic is not None:
+            self._uplink.unroute(self._firmware_topic)
+        if topic is not None and self._firmware_inbox is not None:
+            self._uplink.route(topic, self._firmware_inbox)
+        self._firmware_topic = topic
+
+    def firmware_health(self, excused: frozenset[str]) -> str | None:
+        """Why this process would fail a firmware trial now, or None: the uplink connected,
+        every sensor ok since a good reading (but those not ok before the update), the
+        config valid."""
+        if not self._uplink.up.is_set():
+            return f"uplink not connected ({self._uplink.last_error or 'connecting'})"
+        if self._config_problem is not None:
+            return f"remote config layers invalid: {self._config_problem}"
+        now = time.time()
+        for name, health in sorted(self._health.items()):
+            if name in excused:
+                continue
+            if health.last_ok_ts is None:
+                return f"sensor {name}: no good reading yet"
+            if (state := health.state(now)) is not State.OK:
+                return f"sensor {name}: {state.value}"
+        return None
+
+    def unwell_sensors(self) -> frozenset[str]:
+        now = time.time()
+        return frozenset(name for name, health in self._health.items()
+                         if health.last_ok_ts is None or health.state(now) is not State.OK)
+
+    def restart(self, exit_code: int) -> None:
+        """Stop as SIGTERM does, then exit with ``exit_code``."""
+        self._exit_code = exit_code
+        self._signals.post(Event.RESTART)
 
     def _report_config(self, outcome: Outcome) -> None:
         self._uplink.publish_retained(state_topic(self.config),
@@ -387,7 +481,9 @@ class Daemon:
             self._uplink.stats(),
             self._health,
             config_version=dict(self._remote.versions()),
-            firmware=heartbeat.FirmwareInfo(__version__),
+            firmware=heartbeat.FirmwareInfo(
+                __version__, self._running_slot,
+                self.config.firmware.channel if self._firmware is not None else None),
         )
         config = self.config
         topic = f"{config.mqtt.topic_prefix}/{config.device_id}/heartbeat"
@@ -417,6 +513,46 @@ class Daemon:
         await self._offload(lambda: write_atomic(path, data))
         log.info("diag.report", file=str(path), tasks=len(report["tasks"]),
                  threads=len(report["threads"]), fds=report["fds"]["count"])
+
+
+async def _run_firmware(firmware: Updater, inbox: Inbox) -> None:
+    """A fault in the updater is logged and ends updates until the next start; it does not
+    take the sensors and the uplink down with it."""
+    try:
+        await firmware.run(inbox.get)
+    except Exception:
+        log.exception("firmware.crashed")
+
+
+class _FirmwareHost:
+    """What the firmware task asks of the daemon (``gateway.firmware.updater.Host``)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+
+    def report(self, topic: str, payload: bytes) -> None:
+        self._daemon._uplink.publish_retained(topic, payload)
+
+    def health(self, excused: frozenset[str]) -> str | None:
+        return self._daemon.firmware_health(excused)
+
+    def unwell(self) -> frozenset[str]:
+        return self._daemon.unwell_sensors()
+
+    def restart(self) -> None:
+        from gateway.firmware.updater import RESTART_EXIT
+
+        self._daemon.restart(RESTART_EXIT)
+
+
+def _firmware_place_problem(config: Config) -> str | None:
+    """Updates need the launcher and the daemon to agree on the state directory: under
+    systemd the launcher takes the unit's, the daemon its file's."""
+    unit = os.environ.get("STATE_DIRECTORY", "").split(":", 1)[0]
+    if unit and Path(unit).resolve() != config.state_dir.resolve():
+        return (f"state_dir {config.state_dir} is not the unit's StateDirectory {unit}: "
+                "firmware updates are off")
+    return None
 
 
 def run(path: Path) -> int:

@@ -19,9 +19,14 @@
 #     when the source changed: /opt/edge-gateway/source.sha256 records what is installed);
 #   - /etc/edge-gateway/gateway.yaml (root:edge-gateway 0640) from config/example.yaml;
 #     an existing file is kept byte for byte;
-#   - /var/lib/edge-gateway (edge-gateway:edge-gateway 0750);
+#   - /var/lib/edge-gateway (edge-gateway:edge-gateway 0750); when the package was
+#     (re)installed, the firmware slots there, the link to the active one and the firmware
+#     record are removed (the service stopped first), so the launcher runs what was just
+#     installed: a manual install takes over from firmware updates;
 #   - /usr/local/bin/edge-gateway, a symbolic link to the venv's command;
-#   - /etc/systemd/system/edge-gateway.service from systemd/edge-gateway.service;
+#   - /etc/systemd/system/edge-gateway.service from systemd/edge-gateway.service, whose
+#     ExecStart is the venv's `edge-gateway launch`, the stable launcher of firmware
+#     updates (it starts the active slot under /var/lib/edge-gateway, or this venv);
 #   - systemctl daemon-reload, enable, start (restart when the unit or package changed).
 # Uninstalling keeps the user and groups (files elsewhere may belong to them).
 # pip runs with the caller's environment, so an offline install works from a directory of
@@ -213,6 +218,24 @@ remove() {
   fi
 }
 
+# After the package was (re)installed: what firmware updates installed must not go on
+# running instead of it (the launcher starts the active slot whenever there is one).
+reset_firmware() {
+  local stale=() path
+  for path in "$STATE_DIR/current" "$STATE_DIR/slots" "$STATE_DIR/firmware"; do
+    if [ -e "$path" ] || [ -L "$path" ]; then
+      stale+=("$path")
+    fi
+  done
+  ((${#stale[@]})) || return 0
+  if ((!DRY)) && systemctl --quiet is-active "$NAME"; then
+    act systemctl stop "$NAME"
+  fi
+  for path in "${stale[@]}"; do
+    remove "$path"
+  done
+}
+
 # The files pip builds the package from; their hash tells whether the venv is current.
 source_items() {
   local f
@@ -363,6 +386,9 @@ do_install() {
   fi
 
   ensure_dir 0750 "$USER_NAME:$USER_NAME" "$STATE_DIR"
+  if ((PACKAGE_CHANGED)); then
+    reset_firmware
+  fi
 
   ensure_dir 0755 root:root "$UNIT_DIR"
   install_file 0644 root:root "$SOURCE/systemd/$NAME.service" "$UNIT"

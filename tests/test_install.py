@@ -268,8 +268,9 @@ def test_unit_has_the_contracted_settings() -> None:
         ("NotifyAccess", "main"),
         (
             "ExecStart",
-            "/opt/edge-gateway/venv/bin/edge-gateway run -c /etc/edge-gateway/gateway.yaml",
+            "/opt/edge-gateway/venv/bin/edge-gateway launch -c /etc/edge-gateway/gateway.yaml",
         ),
+        ("RestartForceExitStatus", "75"),
         ("ExecReload", "/bin/kill -HUP $MAINPID"),
         ("WatchdogSec", "30"),
         ("Restart", "on-failure"),

@@ -317,12 +317,26 @@ def load(path: Path) -> Config:
     return load_document(path).config
 
 
-def load_document(path: Path) -> Document:
+def _read(path: Path) -> str:
     try:
         # One character past the bound is enough to refuse a file (or /dev/zero).
         with path.open(encoding="utf-8") as stream:
-            text = stream.read(MAX_CHARS + 1)
+            return stream.read(MAX_CHARS + 1)
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError([ConfigIssue(str(path), None, "", f"cannot read: {reason}")]) from exc
-    return parse_document(text, str(path), base_dir=path.resolve().parent)
+
+
+def load_document(path: Path) -> Document:
+    return parse_document(_read(path), str(path), base_dir=path.resolve().parent)
+
+
+def state_dir_of(path: Path) -> Path:
+    """Only the file's ``state_dir`` (anchored), the rest unjudged: what the firmware
+    launcher of the base install needs, which must not refuse a file because a newer
+    release takes keys it does not know."""
+    data = read_settings(_read(path), str(path)).data
+    value = data.get("state_dir", Config.model_fields["state_dir"].default)
+    if not isinstance(value, str | Path):
+        raise ConfigError([ConfigIssue(str(path), None, "state_dir", "expected a path")])
+    return path.resolve().parent / value

@@ -326,8 +326,40 @@ class RemoteConfigConfig(Section):
     inbox_size: int = Field(32, ge=1, le=1024)
 
 
+INSTALLER_PLACEHOLDERS = frozenset({"bundle", "venv", "version"})
+
+
+def check_installer(value: object) -> list[str]:
+    """An argv template: strings whose ``{...}`` are only the known placeholders."""
+    if not isinstance(value, list) or not value or not all(isinstance(a, str) for a in value):
+        raise ValueError("expected a non-empty list of strings (the installer's argv)")
+    for arg in value:
+        names = set(re.findall(r"\{([^{}]*)\}", arg))
+        unknown = sorted(names - INSTALLER_PLACEHOLDERS)
+        if unknown:
+            raise ValueError(f"unknown placeholder {{{unknown[0]}}} in {arg!r} "
+                             "(known: {bundle}, {venv}, {version})")
+    return list(value)
+
+
+InstallerArgv = Annotated[list[str], PlainValidator(check_installer)]
+
+
 class FirmwareConfig(Section):
-    pass
+    # The release channel followed: P/firmware/CHANNEL/manifest. Firmware updates are off
+    # while remote_config.trusted_keys is empty: no manifest could be verified.
+    channel: TopicName = "stable"
+    # A new release must be healthy (uplink connected, every sensor ok or as it was before
+    # the update, config valid) this long after it starts, or the previous slot comes back.
+    health_timeout_s: float = Field(120.0, gt=0, le=3600)
+    # Starts of a new release that may fail before the launcher goes back to the previous slot.
+    max_trial_boots: int = Field(3, ge=1, le=100)
+    # argv of the command that installs a release bundle into a slot's venv; None is
+    # VENV/bin/pip install --no-index --find-links BUNDLE edge-gateway==VERSION.
+    installer: InstallerArgv | None = None
+    install_timeout_s: float = Field(900.0, gt=0, le=24 * 3600)
+    # Download progress goes to the state topic at most this often.
+    progress_interval_s: float = Field(5.0, gt=0, le=3600)
 
 
 DISCOVERY_PREFIX = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")

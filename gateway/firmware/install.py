@@ -1,0 +1,117 @@
+"""Installing a verified bundle into the slot that is not running.
+
+The slot is emptied, the bundle's wheels unpacked into it (``bundle``), a venv created with
+the interpreter that runs the daemon (``python -m venv``), and the installer run in it:
+by default ``VENV/bin/pip install --no-index --find-links BUNDLE edge-gateway==VERSION``
+(``firmware.installer`` replaces it; ``{bundle}``, ``{venv}`` and ``{version}`` are filled
+in). Last, the new release's own ``check-config`` reads this device's file: a release that
+refuses the configuration, or cannot even start that far, is never activated (the unit
+does not restart a daemon that exits 2). Each step is a subprocess with a timeout, killed
+with its children when it runs over or the update is cancelled; the unpacked wheels are
+removed once installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.firmware import bundle, slots
+from gateway.firmware.state import Release
+
+DEFAULT_INSTALLER = ("{venv}/bin/pip", "install", "--no-index", "--find-links", "{bundle}",
+                     "edge-gateway=={version}")
+CHECK_TIMEOUT_S = 120.0
+OUTPUT_TAIL_BYTES = 8192
+# pip on a device: no questions, no cache growing in the state directory, no self-check.
+PIP_ENV = {"PIP_NO_INPUT": "1", "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+class InstallError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def fill(template: Sequence[str], bundle_dir: Path, venv: Path, version: str) -> list[str]:
+    values = {"{bundle}": str(bundle_dir), "{venv}": str(venv), "{version}": version}
+    argv = []
+    for arg in template:
+        for placeholder, value in values.items():
+            arg = arg.replace(placeholder, value)
+        argv.append(arg)
+    return argv
+
+
+@dataclass
+class Installer:
+    state_dir: Path
+    config_path: Path
+    timeout_s: float
+    template: Sequence[str] = DEFAULT_INSTALLER
+    python: str = field(default_factory=lambda: sys.executable)
+
+    async def install(self, release: Release, archive: Path, slot: str) -> None:
+        """The release in ``slot``'s venv, ready to run; ``InstallError`` says why not."""
+        root = slots.slot_dir(self.state_dir, slot)
+        await asyncio.to_thread(shutil.rmtree, root, ignore_errors=True)
+        wheels = root / "bundle"
+        try:
+            await asyncio.to_thread(bundle.unpack, archive, wheels)
+        except bundle.BundleError as exc:
+            raise InstallError(str(exc)) from None
+        venv = slots.venv_of(self.state_dir, slot)
+        await _run("python -m venv", [self.python, "-m", "venv", str(venv)], self.timeout_s)
+        await _run("the installer", fill(self.template, wheels, venv, release.version),
+                   self.timeout_s)
+        command = slots.command_of(self.state_dir, slot)
+        if not os.access(command, os.X_OK):
+            raise InstallError(f"the installer left no {command}")
+        try:
+            await _run("check-config", [str(command), "check-config", str(self.config_path)],
+                       CHECK_TIMEOUT_S)
+        except InstallError as exc:
+            raise InstallError(f"{release.version} refuses this device: {exc}") from None
+        await asyncio.to_thread(shutil.rmtree, wheels, ignore_errors=True)
+
+    async def discard(self, slot: str) -> None:
+        """Frees the space a failed install took."""
+        await asyncio.to_thread(shutil.rmtree, slots.slot_dir(self.state_dir, slot),
+                                ignore_errors=True)
+
+
+async def _run(name: str, argv: Sequence[str], timeout_s: float) -> None:
+    """Runs ``argv`` to completion within ``timeout_s``; ``InstallError`` with the last line
+    it wrote when it fails."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env={**os.environ, **PIP_ENV}, start_new_session=True)
+    except OSError as exc:
+        raise InstallError(f"{name}: cannot start {argv[0]}: {exc.strerror or exc}") from None
+    assert proc.stdout is not None
+    tail = b""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while chunk := await proc.stdout.read(4096):
+                tail = (tail + chunk)[-OUTPUT_TAIL_BYTES:]
+            code = await proc.wait()
+    except TimeoutError:
+        raise InstallError(f"{name} did not finish within {timeout_s:g} s") from None
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await asyncio.shield(proc.wait())
+    if code != 0:
+        lines = [line.strip() for line in tail.decode(errors="replace").splitlines()]
+        last = next((line for line in reversed(lines) if line), "no output")
+        raise InstallError(f"{name} exited {code}: {last}")

@@ -1,0 +1,175 @@
+"""The firmware state machine's one persisted record, ``state_dir/firmware/state.json``.
+
+Every step of an update is a state written here (atomically) before anything acts on it, so
+a ``kill -9`` or a power cut at any step leaves a record the next start can resume from or
+roll back with. The record is also the report: the retained ``P/D/firmware/state`` is its
+public part, published again at every start until the broker has it. ``active`` is the slot
+``state_dir/current`` must point at (None: the base install); the launcher makes the link
+follow it, so the link never disagrees with the record for long.
+
+Both sides of an update read this file: the stable launcher of the base install and the
+daemon of whichever release runs, older or newer. So it is plain JSON read tolerantly
+(unknown members are ignored), and this module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from gateway.statefile import write_atomic
+
+IDLE = "idle"
+DOWNLOADING = "downloading"
+VERIFYING = "verifying"
+INSTALLING = "installing"
+AWAITING_HEALTH = "awaiting_health"
+COMMITTED = "committed"
+ROLLED_BACK = "rolled_back"
+FAILED = "failed"
+NOT_ELIGIBLE = "not_eligible"
+
+STATES = frozenset({IDLE, DOWNLOADING, VERIFYING, INSTALLING, AWAITING_HEALTH, COMMITTED,
+                    ROLLED_BACK, FAILED, NOT_ELIGIBLE})
+# Work under way that a restart picks up again from ``release``.
+RESUMABLE = frozenset({DOWNLOADING, VERIFYING, INSTALLING})
+# From here on a release is not halted any more: it finishes, commits or rolls back.
+INSTALLING_OR_LATER = frozenset({INSTALLING, AWAITING_HEALTH})
+SLOT_NAMES = ("a", "b")
+
+
+@dataclass(frozen=True)
+class Release:
+    """What the device needs of an accepted manifest to fetch and install it."""
+
+    version: str
+    url: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A release on trial in ``slot``; ``previous`` is the slot to go back to."""
+
+    slot: str
+    previous: str | None
+    boots: int
+    max_boots: int
+    # Sensors that were not ok before the update: the trial is not blamed for them.
+    excused: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Record:
+    state: str = IDLE
+    # The release this state is about (the running one once committed).
+    version: str | None = None
+    reason: str | None = None
+    progress: float | None = None
+    ts: float = 0.0
+    active: str | None = None
+    release: Release | None = None
+    trial: Trial | None = None
+    # The highest version refused or rolled back: not tried again until a newer one comes.
+    refused: str | None = None
+
+    def to(self, state: str, **changes: Any) -> Record:
+        """The next state: what the caller does not give is cleared (reason, progress) or
+        kept (version, active, release, trial, refused)."""
+        changes.setdefault("reason", None)
+        changes.setdefault("progress", None)
+        return replace(self, state=state, ts=changes.pop("ts", time.time()), **changes)
+
+    def rolled_back(self, reason: str) -> Record:
+        """Back to the slot the trial came from; its version is not tried again."""
+        assert self.trial is not None
+        return self.to(ROLLED_BACK, reason=reason, active=self.trial.previous, trial=None,
+                       release=None, refused=self.version)
+
+    def report(self) -> bytes:
+        """The public part, as ``P/D/firmware/state`` carries it."""
+        body = {"version": self.version, "state": self.state, "reason": self.reason,
+                "progress": self.progress, "ts": self.ts}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def encode(self) -> bytes:
+        return json.dumps({"format": 1, **asdict(self)}, indent=1).encode()
+
+
+def _slot(value: object) -> str | None:
+    if value is None or value in SLOT_NAMES:
+        return value
+    raise ValueError(f"not a slot: {value!r}")
+
+
+def _required_slot(value: object) -> str:
+    slot = _slot(value)
+    if slot is None:
+        raise ValueError("a trial needs a slot")
+    return slot
+
+
+def _str(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"not a string: {value!r}")
+
+
+def decode(data: bytes) -> Record:
+    """Raises ValueError for anything but a record this code can act on."""
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:
+        raise ValueError(f"unreadable firmware state: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("state") not in STATES:
+        raise ValueError("unreadable firmware state: not a firmware state record")
+    try:
+        release = raw.get("release")
+        trial = raw.get("trial")
+        progress = raw.get("progress")
+        return Record(
+            state=raw["state"],
+            version=_str(raw.get("version")),
+            reason=_str(raw.get("reason")),
+            progress=None if progress is None else float(progress),
+            ts=float(raw.get("ts", 0.0)),
+            active=_slot(raw.get("active")),
+            release=None if release is None else Release(
+                str(release["version"]), str(release["url"]), str(release["sha256"]),
+                int(release["size"])),
+            trial=None if trial is None else Trial(
+                _required_slot(trial["slot"]), _slot(trial.get("previous")), int(trial["boots"]),
+                int(trial["max_boots"]), tuple(str(n) for n in trial.get("excused", ()))),
+            refused=_str(raw.get("refused")),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"unreadable firmware state: {exc}") from None
+
+
+def path_in(state_dir: Path) -> Path:
+    return state_dir / "firmware" / "state.json"
+
+
+def load(state_dir: Path) -> Record | None:
+    """The record, None when there is none yet; ValueError when it cannot be read."""
+    try:
+        data = path_in(state_dir).read_bytes()
+    except FileNotFoundError:
+        return None
+    return decode(data)
+
+
+def set_aside(state_dir: Path) -> Path:
+    """Moves an unreadable record out of the way (kept for a post-mortem)."""
+    path = path_in(state_dir)
+    aside = path.with_name(f"state.json.unreadable-{int(time.time())}")
+    path.replace(aside)
+    return aside
+
+
+def save(state_dir: Path, record: Record) -> None:
+    write_atomic(path_in(state_dir), record.encode())

@@ -1,0 +1,58 @@
+"""Fixtures of the firmware tests: release bundles built once per session, an HTTP server
+per module, and devices (each with a Mosquitto of its own, so no retained manifest of one
+test reaches the next)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from device_kit import GOOD, NO_IMPORT, UNHEALTHY, Bundles, Device, FileServer
+from helpers import Broker
+from nacl.signing import SigningKey
+from releases import NO_IMPORT_PATCH, UNHEALTHY_PATCH, build_releases, dependency_wheels
+
+
+@pytest.fixture(scope="session")
+def bundles(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Bundles:
+    deps = dependency_wheels(request.config.cache.mkdir("firmware-wheels"))
+    return Bundles(build_releases({
+        GOOD: {},
+        UNHEALTHY: {"drivers/sht3x.py": UNHEALTHY_PATCH},
+        NO_IMPORT: {"gateway/daemon.py": NO_IMPORT_PATCH},
+    }, deps, tmp_path_factory.mktemp("releases")))
+
+
+@pytest.fixture(scope="module")
+def key() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FileServer]:
+    server = FileServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def make_device(broker: Broker, tmp_path: Path, key: SigningKey,
+                ) -> Iterator[Callable[..., Device]]:
+    made: list[Device] = []
+
+    def make(**options: Any) -> Device:
+        device = Device(broker, tmp_path, key, f"fw-{os.getpid()}-{len(made)}", **options)
+        made.append(device)
+        return device
+
+    try:
+        yield make
+    finally:
+        for device in made:
+            device.close()

@@ -1,0 +1,282 @@
+"""The device side's parts on their own: the bundle's unpacking, the download against a
+real HTTP server, the launcher's decisions on real files, the record, the manifest rules."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from device_kit import FileServer
+from nacl.signing import SigningKey
+from packaging.version import Version
+from releases import manifest as signed_manifest
+from signing import public_hex
+
+from gateway.firmware import launcher, manifest, slots, state
+from gateway.firmware.bundle import BundleError, unpack
+from gateway.firmware.download import Download, DownloadError, Stopped
+from gateway.trust.keys import Keyring
+
+# -- the bundle ------------------------------------------------------------------------
+
+
+def tar(path: Path, members: list[tarfile.TarInfo | tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for member in members:
+            if isinstance(member, tarfile.TarInfo):
+                archive.addfile(member)
+            else:
+                name, data = member
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_a_bundle_gives_its_wheels_and_nothing_else(tmp_path: Path) -> None:
+    top = tarfile.TarInfo(".")
+    top.type = tarfile.DIRTYPE
+    archive = tar(tmp_path / "b.tar.gz", [top, ("./a-1-py3-none-any.whl", b"A"),
+                                          ("b-2-py3-none-any.whl", b"BB")])
+    wheels = unpack(archive, tmp_path / "out")
+    assert sorted(w.name for w in wheels) == ["a-1-py3-none-any.whl", "b-2-py3-none-any.whl"]
+    assert (tmp_path / "out" / "b-2-py3-none-any.whl").read_bytes() == b"BB"
+
+
+@pytest.mark.parametrize(("member", "reason"), [
+    (("/etc/evil.whl", b""), "'/etc/evil.whl': only wheels at the top level"),
+    (("../evil.whl", b""), "'../evil.whl': only wheels at the top level"),
+    (("sub/x.whl", b""), "'sub/x.whl': only wheels at the top level"),
+    (("setup.py", b""), "'setup.py': not a wheel"),
+    ("symlink", "'link.whl': not a regular file"),
+    ("directory", "'d.whl': not a regular file"),
+])
+def test_a_bundle_with_anything_but_top_level_wheels_is_refused(
+        tmp_path: Path, member: tuple[str, bytes] | str, reason: str) -> None:
+    if member == "symlink":
+        entry: tarfile.TarInfo | tuple[str, bytes] = tarfile.TarInfo("link.whl")
+        assert isinstance(entry, tarfile.TarInfo)
+        entry.type, entry.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    elif member == "directory":
+        entry = tarfile.TarInfo("d.whl")
+        entry.type = tarfile.DIRTYPE
+    else:
+        assert isinstance(member, tuple)
+        entry = member
+    archive = tar(tmp_path / "b.tar.gz", [("ok-1-py3-none-any.whl", b"x"), entry])
+    with pytest.raises(BundleError) as refused:
+        unpack(archive, tmp_path / "out")
+    assert str(refused.value) == f"bad bundle: {reason}"
+    assert not (tmp_path / "evil.whl").exists()
+    assert not Path("/etc/evil.whl").exists()
+
+
+def test_a_bundle_that_is_not_a_tar_gz_or_holds_no_wheel_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "junk.tar.gz").write_bytes(os.urandom(1000))
+    with pytest.raises(BundleError, match=r"^bad bundle: "):
+        unpack(tmp_path / "junk.tar.gz", tmp_path / "out")
+    with pytest.raises(BundleError, match=r"^bad bundle: no wheels in it$"):
+        unpack(tar(tmp_path / "empty.tar.gz", []), tmp_path / "out2")
+    twice = tar(tmp_path / "twice.tar.gz", [("a.whl", b"1"), ("./a.whl", b"2")])
+    with pytest.raises(BundleError, match=r"^bad bundle: 'a\.whl' twice$"):
+        unpack(twice, tmp_path / "out3")
+
+
+# -- the download ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server() -> FileServer:
+    served = FileServer()
+    yield served  # type: ignore[misc]
+    served.close()
+
+
+def test_a_server_without_ranges_sends_everything_again(tmp_path: Path,
+                                                        server: FileServer) -> None:
+    data = os.urandom(1_000_000)
+    url = server.add("no-ranges", data, cut_at=300_000, ranges=False)
+    download = Download(url, tmp_path / "file", len(data))
+    download.run()
+    assert (tmp_path / "file").read_bytes() == data
+    assert [(r.range, r.status) for r in server.requests_for("no-ranges")] == [
+        (None, 200), ("bytes=300000-", 200)]
+
+
+def test_a_partial_file_on_disk_is_resumed(tmp_path: Path, server: FileServer) -> None:
+    data = os.urandom(200_000)
+    url = server.add("resume", data)
+    (tmp_path / "file").write_bytes(data[:123_456])
+    download = Download(url, tmp_path / "file", len(data))
+    assert download.received == 123_456
+    download.run()
+    assert (tmp_path / "file").read_bytes() == data
+    assert [r.range for r in server.requests_for("resume")] == ["bytes=123456-"]
+
+
+def test_a_server_with_fewer_bytes_is_refused_for_good(tmp_path: Path,
+                                                       server: FileServer) -> None:
+    data = os.urandom(10_000)
+    url = server.add("short", data)
+    with pytest.raises(DownloadError) as refused:
+        Download(url, tmp_path / "file", len(data) + 1).run()
+    assert refused.value.permanent
+    assert refused.value.reason == "the server has 10000 bytes, the manifest says 10001"
+    # A partial file already as long as the server's: the range cannot be satisfied.
+    (tmp_path / "file").write_bytes(data)
+    with pytest.raises(DownloadError) as refused:
+        Download(url, tmp_path / "file", len(data) + 1).run()
+    assert (refused.value.permanent, refused.value.reason) == (
+        True, "the server has fewer than 10001 bytes")
+
+
+def test_a_missing_file_is_retried_then_reported(tmp_path: Path, server: FileServer) -> None:
+    download = Download(server.url("nowhere"), tmp_path / "file", 10, attempts=2)
+    with pytest.raises(DownloadError) as failed:
+        download.run()
+    assert not failed.value.permanent
+    assert failed.value.reason == "download failed: HTTP 404 Not Found"
+    assert len(server.requests_for("nowhere")) == 2
+
+
+def test_stop_ends_the_download_keeping_what_came(tmp_path: Path, server: FileServer) -> None:
+    data = os.urandom(2_000_000)
+    url = server.add("slow", data, rate=500_000)
+    download = Download(url, tmp_path / "file", len(data))
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            download.run()
+        except BaseException as exc:  # handed to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    while download.received < 100_000:
+        time.sleep(0.01)
+    download.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert isinstance(outcome[0], Stopped)
+    kept = (tmp_path / "file").read_bytes()
+    assert 100_000 <= len(kept) < len(data) and data.startswith(kept)
+
+
+# -- the launcher ----------------------------------------------------------------------
+
+
+def make_slot(state_dir: Path, slot: str) -> None:
+    command = slots.command_of(state_dir, slot)
+    command.parent.mkdir(parents=True)
+    command.write_text("#!/bin/sh\n")
+    command.chmod(0o755)
+
+
+def trial(boots: int, previous: str | None = None) -> state.Record:
+    return state.Record(state.AWAITING_HEALTH, version="2.0", active="b",
+                        trial=state.Trial("b", previous, boots, 3))
+
+
+def test_the_launcher_counts_trial_starts_then_goes_back(tmp_path: Path) -> None:
+    said: list[str] = []
+    make_slot(tmp_path, "a")
+    make_slot(tmp_path, "b")
+    state.save(tmp_path, trial(0, previous="a"))
+    for boots in (1, 2, 3):
+        assert launcher.prepare(tmp_path, said.append) == "b"
+        record = state.load(tmp_path)
+        assert record is not None and record.trial is not None
+        assert record.trial.boots == boots
+        assert slots.pointed(tmp_path) == "b"
+    assert launcher.prepare(tmp_path, said.append) == "a"
+    record = state.load(tmp_path)
+    assert record is not None
+    assert (record.state, record.reason, record.active, record.refused, record.trial) == (
+        state.ROLLED_BACK, "did not come up 3 times", "a", "2.0", None)
+    assert slots.pointed(tmp_path) == "a"
+    assert said[-1] == "2.0 in slot b did not come up 3 times: back to slot a"
+    # Rolled back, it stays so.
+    assert launcher.prepare(tmp_path, said.append) == "a"
+
+
+def test_the_launcher_goes_back_to_the_base_install(tmp_path: Path) -> None:
+    said: list[str] = []
+    state.save(tmp_path, trial(0))
+    slots.point(tmp_path, "b")
+    # The slot on trial has no command at all: back at once.
+    assert launcher.prepare(tmp_path, said.append) is None
+    record = state.load(tmp_path)
+    assert record is not None
+    assert (record.state, record.reason) == (state.ROLLED_BACK, "slot b has no edge-gateway")
+    assert slots.pointed(tmp_path) is None
+    assert not slots.current_link(tmp_path).is_symlink()
+
+
+def test_an_unreadable_record_or_none_runs_the_base_install(tmp_path: Path) -> None:
+    said: list[str] = []
+    make_slot(tmp_path, "a")
+    slots.point(tmp_path, "a")
+    assert launcher.prepare(tmp_path, said.append) is None  # no record: nothing vouches for a
+    assert slots.pointed(tmp_path) is None
+    state.path_in(tmp_path).parent.mkdir()
+    state.path_in(tmp_path).write_text("{not json")
+    assert launcher.prepare(tmp_path, said.append) is None
+    assert said[-1].startswith("unreadable firmware state: ")
+    state.save(tmp_path, state.Record(state.COMMITTED, version="2.0", active="b"))
+    assert launcher.prepare(tmp_path, said.append) is None  # b is not there
+    assert said[-1] == "slot b has no edge-gateway: running the base install"
+
+
+def test_the_state_directory_comes_from_systemd_first() -> None:
+    assert launcher.state_directory({"STATE_DIRECTORY": "/var/lib/x:/var/lib/y"}) == Path(
+        "/var/lib/x")
+    assert launcher.state_directory({}) is None
+
+
+# -- the record ------------------------------------------------------------------------
+
+
+def test_the_record_reads_what_a_newer_release_adds_and_refuses_garbage() -> None:
+    record = trial(2, previous="a")
+    raw = json.loads(record.encode())
+    assert state.decode(json.dumps({**raw, "added_later": [1, 2]}).encode()) == record
+    assert json.loads(record.report()) == {"version": "2.0", "state": "awaiting_health",
+                                           "reason": None, "progress": None, "ts": 0.0}
+    for bad in ({**raw, "state": "exploded"}, {**raw, "active": "c"},
+                {**raw, "trial": {"slot": None, "boots": 1, "max_boots": 3}}, [raw]):
+        with pytest.raises(ValueError, match=r"^unreadable firmware state: "):
+            state.decode(json.dumps(bad).encode())
+
+
+# -- the manifest rules ----------------------------------------------------------------
+
+
+def test_the_manifest_rules_in_their_order() -> None:
+    key = SigningKey.generate()
+    keyring = Keyring.load([public_hex(key)])
+    device = manifest.Device("dev-1", "stable", Version("1.0"), refused=Version("1.2"))
+
+    def decide(version: str, **options: object) -> manifest.Decision:
+        data = signed_manifest(key, "stable", version, "https://example.net/b.tar.gz", b"x",
+                               **options)
+        return manifest.decide(data, keyring, device, time.time(), 8192)
+
+    # The running release and a refused one are not even expiry-checked: a retained
+    # manifest comes back at every reconnect, long after it expired.
+    assert decide("1.0", ttl_s=1, age_s=10) is None
+    assert decide("1.2", ttl_s=1, age_s=10) is None
+    assert decide("1.1") is None
+    assert decide("1.3", ttl_s=1, age_s=10) == manifest.Refuse("expired", "1.3")
+    assert decide("0.9") == manifest.Refuse("not newer than the running 1.0", "0.9")
+    assert decide("1.3", halt=True, percent=0) == manifest.Halt("1.3")
+    assert decide("1.3", percent=0) == manifest.NotEligible("1.3")
+    act = decide("v1.3.0", percent=100)
+    assert isinstance(act, manifest.Act) and act.release.version == "1.3.0"
+    assert manifest.decide(None, keyring, device, 0, 8192) == manifest.Refuse("too large")

@@ -1,0 +1,89 @@
+"""Releases through a running device: the real daemon started by ``edge-gateway launch``
+under the unit's stand-in, a real Mosquitto, bundles of this very source served over HTTP
+and installed by pip into the slots. A good one commits and runs; a bad one comes back by
+itself, whether it fails its health check or cannot even import."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import metadata
+
+from device_kit import GOOD, NO_IMPORT, UNHEALTHY, Bundles, Device, FileServer
+
+BASE = metadata.version("edge-gateway")
+STEPS = ["downloading", "verifying", "installing", "awaiting_health"]
+
+
+def test_a_good_release_is_installed_committed_and_run(
+        make_device: Callable[..., Device], server: FileServer, bundles: Bundles) -> None:
+    data = bundles.paths[GOOD]
+    cut = data.stat().st_size // 3
+    url = server.add("good.tar.gz", data, cut_at=cut)
+    device = make_device()
+    assert device.start()["state"] == "idle"
+    assert device.heartbeat()["firmware"] == {"version": BASE, "slot": None,
+                                              "channel": "stable"}
+
+    device.release(GOOD, url, data)
+    committed = device.state("committed", timeout=240)
+    assert committed["version"] == GOOD
+    assert device.states_seen()[-5:] == [*STEPS, "committed"]
+    # Cut a third of the way: resumed with one Range request from there.
+    requests = server.requests_for("good.tar.gz")
+    assert [(r.range, r.status) for r in requests] == [(None, 200), (f"bytes={cut}-", 206)]
+
+    beat = device.heartbeat(lambda h: h["firmware"]["version"] == GOOD)
+    assert beat["firmware"] == {"version": GOOD, "slot": "a", "channel": "stable"}
+    assert device.current() == "a"
+    record = device.record()
+    assert (record["state"], record["active"], record["trial"]) == ("committed", "a", None)
+    assert device.unit.exits == [75]  # one restart, asked for by the activation
+    assert not list((device.state_dir / "firmware" / "download").iterdir())
+
+
+def test_a_release_that_fails_its_health_check_rolls_back(
+        make_device: Callable[..., Device], server: FileServer, bundles: Bundles) -> None:
+    data = bundles.paths[UNHEALTHY]
+    url = server.add("unhealthy.tar.gz", data)
+    device = make_device()
+    device.start()
+    device.release(UNHEALTHY, url, data)
+    report = device.state("rolled_back", timeout=240)
+    assert report["version"] == UNHEALTHY
+    assert report["reason"].startswith("not healthy within 8 s: sensor room"), report
+    assert device.states_seen()[-5:] == [*STEPS, "rolled_back"]
+
+    beat = device.heartbeat(lambda h: h["firmware"]["version"] == BASE)
+    assert beat["firmware"]["slot"] is None
+    assert device.current() is None
+    record = device.record()
+    assert (record["active"], record["refused"]) == (None, UNHEALTHY)
+    # The trial ran once and restarted into the previous slot: two exits with 75.
+    assert device.unit.exits == [75, 75]
+
+    # Not tried again: the retained manifest comes back with every start, and is ignored.
+    device.unit.kill()
+    device.heartbeat(lambda h: h["uptime_s"] < 5 and h["firmware"]["version"] == BASE)
+    assert device.record()["state"] == "rolled_back"
+    assert device.states_seen()[-1] == "rolled_back"
+
+
+def test_a_release_that_cannot_import_is_rolled_back_by_the_launcher(
+        make_device: Callable[..., Device], server: FileServer, bundles: Bundles) -> None:
+    data = bundles.paths[NO_IMPORT]
+    url = server.add("no-import.tar.gz", data)
+    device = make_device()
+    device.start()
+    device.release(NO_IMPORT, url, data)
+    report = device.state("rolled_back", timeout=240)
+    assert (report["version"], report["reason"]) == (NO_IMPORT, "did not come up 2 times")
+
+    beat = device.heartbeat(lambda h: h["firmware"]["version"] == BASE)
+    assert beat["firmware"]["slot"] is None
+    assert device.current() is None
+    # Activation (75), then the new slot died at import twice (1, 1); the launcher's third
+    # start went back to the base install.
+    assert device.unit.exits == [75, 1, 1]
+    log = device.log()
+    assert "a release that cannot import its daemon" in log
+    assert "did not come up 2 times: back to the base install" in log

@@ -1,0 +1,240 @@
+"""Firmware updates under a real systemd: the unit as install.sh installs it, its stable
+launcher (``ExecStart=... launch``) and ``RestartForceExitStatus=75``.
+
+A sandbox of its own (``systemd-sandbox``, as ``test_systemd.py`` uses it; root only, else
+skipped), with a Mosquitto and an HTTP server inside serving release bundles built here from
+this source. In order: install.sh from wheels; a good release goes through activation and
+the restart systemd performs, and the service runs it from slot a; a release that raises at
+import is rolled back by the launcher after ``max_trial_boots`` starts, the service ending
+``active`` on slot a with ``rolled_back`` reported; a manual install.sh of another source
+takes over from the slots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from nacl.signing import SigningKey
+from releases import (
+    NO_IMPORT_PATCH,
+    build_releases,
+    dependency_wheels,
+    manifest,
+    set_version,
+)
+from signing import public_hex
+from test_systemd import (
+    BROKER_PORT,
+    CONF,
+    REPO,
+    SRC,
+    TOOL,
+    UNIT,
+    WORK,
+    Sandbox,
+    build_wheels,
+    demo_config,
+    find_tool,
+    install,
+    running,
+    until,
+)
+
+pytestmark = pytest.mark.systemd
+
+GOOD = "90.0.0"
+NO_IMPORT = "90.2.0"
+MANUAL = "91.0.0"
+HTTP_PORT = 18081
+STATE_TOPIC = "gw/demo-pi/firmware/state"
+HEARTBEAT_TOPIC = "gw/demo-pi/heartbeat"
+MANIFEST_TOPIC = "gw/firmware/stable/manifest"
+STATE_DIR = "/var/lib/edge-gateway"
+# pip installs numpy and the rest into a slot as the service's user: minutes on a slow day.
+INSTALL_S = 240
+
+
+@dataclass
+class Box:
+    sandbox: Sandbox
+    work: Path
+
+    def sh(self, script: str, **options: Any) -> subprocess.CompletedProcess[str]:
+        return self.sandbox.sh(script, **options)
+
+    def retained(self, topic: str) -> dict[str, Any] | None:
+        out = self.sh(f"mosquitto_sub -p {BROKER_PORT} -t {topic} -q 1 -C 1 -W 3",
+                      check=False).stdout
+        return json.loads(out) if out.strip() else None
+
+    def firmware_state(self, state: str, timeout: float) -> dict[str, Any]:
+        last: list[dict[str, Any] | None] = [None]
+
+        def reached() -> dict[str, Any] | None:
+            report = last[0] = self.retained(STATE_TOPIC)
+            return report if report is not None and report["state"] == state else None
+
+        try:
+            found: dict[str, Any] = until(reached, f"firmware state {state}", timeout)
+        except AssertionError as exc:
+            tail = "\n".join(str(e.get("MESSAGE", "")) for e in self.sandbox.journal()[-40:])
+            raise AssertionError(f"{exc}; last reported {last[0]}; journal:\n{tail}") from None
+        return found
+
+    def heartbeat(self) -> dict[str, Any]:
+        out = self.sh(f"mosquitto_sub -p {BROKER_PORT} -t {HEARTBEAT_TOPIC} -C 1 -W 10").stdout
+        beat: dict[str, Any] = json.loads(out)
+        return beat
+
+    def publish(self, name: str) -> None:
+        self.sh(f"mosquitto_pub -p {BROKER_PORT} -t {MANIFEST_TOPIC} -q 1 -r "
+                f"-f {WORK}/{name}")
+
+    def launcher_lines(self) -> list[str]:
+        return [str(e.get("MESSAGE", "")) for e in self.sandbox.journal()
+                if str(e.get("MESSAGE", "")).startswith("edge-gateway launch: ")]
+
+
+def device_config(key: SigningKey) -> str:
+    config = yaml.safe_load(demo_config())
+    config["remote_config"] = {"trusted_keys": [public_hex(key)]}
+    config["firmware"] = {"health_timeout_s": 60, "max_trial_boots": 2}
+    config["heartbeat"] = {"interval_s": 2}
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+@pytest.fixture(scope="module")
+def box(request: pytest.FixtureRequest) -> Iterator[Box]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: systemd-sandbox boots systemd as PID 1 in new namespaces")
+    tool = find_tool()
+    if tool is None:
+        pytest.skip(f"{TOOL} not found ($SYSTEMD_SANDBOX, {REPO.parent}/shared/tools, "
+                    "/work/shared/tools, PATH)")
+    work = Path(tempfile.mkdtemp(prefix="edge-gateway-firmware-", dir="/var/tmp"))
+    work.chmod(0o755)
+    try:
+        build_wheels(work / "wheels")
+        deps = dependency_wheels(request.config.cache.mkdir("firmware-wheels"))
+        bundles = build_releases({GOOD: {}, NO_IMPORT: {"gateway/daemon.py": NO_IMPORT_PATCH}},
+                                 deps, work / "build")
+        releases = work / "releases"
+        releases.mkdir()
+        key = SigningKey.generate()
+        for version, bundle in bundles.items():
+            name = bundle.name
+            shutil.move(bundle, releases / name)
+            (work / f"manifest-{version}.json").write_bytes(manifest(
+                key, "stable", version, f"http://127.0.0.1:{HTTP_PORT}/{name}",
+                releases / name))
+        shutil.rmtree(work / "build")
+        (work / "gateway.yaml").write_text(device_config(key))
+        (work / "mosquitto.conf").write_text(
+            f"listener {BROKER_PORT} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        # The state directory on a real file system, as on a device: the sandbox's own is
+        # in memory (tmpfs), where every file a slot's venv holds would count against the
+        # unit's MemoryMax= and pip would be killed half way.
+        (work / "state").mkdir()
+        name = f"edge-gateway-firmware-{os.getpid()}"
+        started = subprocess.run(
+            [tool, "start", "-q", "--name", name, "--timeout", "1800",
+             "--bind", f"{work}:{WORK}", "--ro-bind", f"{REPO}:{SRC}",
+             "--bind", f"{work / 'state'}:{STATE_DIR}"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert started.returncode == 0, started.stderr
+        try:
+            yield Box(Sandbox(tool, name), work)
+        finally:
+            subprocess.run([tool, "stop", name], capture_output=True, timeout=60, check=False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_the_installed_unit_starts_through_the_launcher(box: Box) -> None:
+    out = install(box.sandbox)
+    assert "started edge-gateway" in out
+    assert box.sandbox.show("ExecStart")["ExecStart"].count(" launch -c ") == 1
+    assert box.sandbox.show("RestartForceExitStatus")["RestartForceExitStatus"] == "75"
+    # Our configuration, a broker and the release server; restarts after 1 s, not 5.
+    dropin = f"/run/systemd/system/{UNIT}.service.d"
+    box.sh(f"install -m 0640 -g edge-gateway {WORK}/gateway.yaml {CONF} && "
+           f"mkdir -p {dropin} && printf '[Service]\\nRestartSec=1\\n' >{dropin}/test.conf && "
+           "systemctl daemon-reload")
+    box.sandbox.start_broker()
+    box.sh(f"systemd-run --quiet --collect --unit=test-http /usr/bin/python3 -m http.server "
+           f"{HTTP_PORT} --bind 127.0.0.1 --directory {WORK}/releases")
+    box.sh(f"systemctl restart {UNIT}")
+    until(lambda: running(box.sandbox), "the unit running")
+    assert box.firmware_state("idle", 30)["version"] is None
+    assert box.heartbeat()["firmware"]["slot"] is None
+
+
+def test_a_good_release_is_activated_through_a_restart_by_systemd(box: Box) -> None:
+    before = until(lambda: running(box.sandbox), "the unit running")
+    box.publish(f"manifest-{GOOD}.json")
+    committed = box.firmware_state("committed", INSTALL_S)
+    assert committed["version"] == GOOD
+
+    after = until(lambda: running(box.sandbox), "the unit running")
+    assert after["MainPID"] != before["MainPID"]
+    assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1
+    command = box.sh(f"tr '\\0' ' ' </proc/{after['MainPID']}/cmdline").stdout
+    assert command.split()[1:] == [f"{STATE_DIR}/slots/a/venv/bin/edge-gateway", "run", "-c",
+                                   CONF], command
+    assert box.sh(f"readlink {STATE_DIR}/current").stdout.strip() == "slots/a"
+    beat = until(lambda: (b := box.heartbeat())["firmware"]["version"] == GOOD and b,
+                 "a heartbeat of the new version")
+    assert beat["firmware"] == {"version": GOOD, "slot": "a", "channel": "stable"}
+    assert f"trial start 1 of 2 of {GOOD} in slot a" in "\n".join(box.launcher_lines())
+    assert "; sensors 5/5 ok;" in after["StatusText"]
+
+
+def test_a_release_that_cannot_import_is_rolled_back_by_the_launcher(box: Box) -> None:
+    box.publish(f"manifest-{NO_IMPORT}.json")
+    report = box.firmware_state("rolled_back", INSTALL_S)
+    assert (report["version"], report["reason"]) == (NO_IMPORT, "did not come up 2 times")
+
+    state = until(lambda: running(box.sandbox), "the unit running again")
+    assert box.sandbox.show("ActiveState")["ActiveState"] == "active"
+    assert box.sh(f"readlink {STATE_DIR}/current").stdout.strip() == "slots/a"
+    beat = until(lambda: (b := box.heartbeat())["firmware"]["version"] == GOOD and b,
+                 "a heartbeat of the previous version")
+    assert beat["firmware"]["slot"] == "a"
+    lines = "\n".join(box.launcher_lines())
+    assert f"{NO_IMPORT} in slot b did not come up 2 times: back to slot a" in lines
+    journal = "\n".join(str(e.get("MESSAGE", "")) for e in box.sandbox.journal())
+    assert "a release that cannot import its daemon" in journal
+    assert state["StatusText"].startswith("connected to ")
+
+
+def test_a_manual_install_takes_over_from_the_slots(box: Box) -> None:
+    source = box.work / "source"
+    source.mkdir()
+    for item in ("pyproject.toml", "README.md", "gateway", "drivers", "config", "systemd"):
+        if (REPO / item).is_dir():
+            shutil.copytree(REPO / item, source / item)
+        else:
+            shutil.copy2(REPO / item, source / item)
+    set_version(source, MANUAL)
+    out = install(box.sandbox, "--source", f"{WORK}/source")
+    assert f"removed {STATE_DIR}/current" in out
+    assert f"removed {STATE_DIR}/slots" in out
+    until(lambda: running(box.sandbox), "the unit running")
+    beat = until(lambda: (b := box.heartbeat())["firmware"]["version"] == MANUAL and b,
+                 "a heartbeat of the installed version")
+    assert beat["firmware"]["slot"] is None
+    assert box.sh(f"test -e {STATE_DIR}/current", check=False).returncode == 1
+    # The retained manifest is older than what runs now.
+    report = box.firmware_state("failed", 30)
+    assert report["reason"] == f"not newer than the running {MANUAL}"
