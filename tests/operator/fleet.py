@@ -1,7 +1,8 @@
 """A fleet for ``rollout`` to steer: many devices in one process, each with its own MQTT
 connection (and last will) to one broker, taking a release from a loopback HTTP server.
 
-Each device decides on a manifest as a device does (``decide``: the envelope verified
+Each device decides on a manifest with the device's own code
+(``gateway.firmware.manifest.decide``: the envelope verified
 against its trusted keys, the payload parsed, channel, running and refused versions,
 expiry, halt, then eligibility by ``gateway.firmware.rollout``), downloads the bundle and
 checks its size and sha256, and reports each state on its retained ``P/D/firmware/state``
@@ -30,84 +31,15 @@ from typing import Any
 from gmqtt import Message
 from packaging.version import Version
 
-from gateway.firmware.rollout import default_salt, eligible
-from gateway.trust.envelope import verify
+from gateway.firmware import manifest
+from gateway.firmware.manifest import Act, Halt, NotEligible, Refuse, decide
+from gateway.firmware.state import Release
+from gateway.trust.envelope import DEFAULT_MAX_BYTES
 from gateway.trust.keys import Keyring
-from gateway.trust.payload import parse_firmware
-from gateway.trust.rejection import Rejected
 from gateway.uplink.mqtt_client import SupervisedClient
 
 HEARTBEAT_S = 0.25
 STEP_S = 0.02  # between two reported states, so that each is seen on the broker
-
-
-# The device side's decision, with the names and rules of gateway.firmware.manifest.decide
-# on the firmware-device branch; once that is merged, this section is an import of it
-# (``Identity`` is its ``Device``, ``Release`` that of gateway.firmware.state).
-
-
-@dataclass(frozen=True)
-class Identity:
-    device_id: str
-    channel: str
-    running: Version
-    refused: Version | None = None  # the highest version refused or rolled back
-
-
-@dataclass(frozen=True)
-class Release:
-    version: str
-    url: str
-    sha256: str
-    size: int
-
-
-@dataclass(frozen=True)
-class Act:
-    release: Release
-
-
-@dataclass(frozen=True)
-class NotEligible:
-    version: str
-
-
-@dataclass(frozen=True)
-class Halt:
-    version: str
-
-
-@dataclass(frozen=True)
-class Refuse:
-    reason: str
-    version: str | None = None
-
-
-def decide(payload: bytes, keyring: Keyring, device: Identity,
-           now: float) -> Act | NotEligible | Halt | Refuse | None:
-    """None: the running or a refused release again, nothing to do or say."""
-    try:
-        manifest = parse_firmware(verify(payload, keyring).payload)
-    except Rejected as exc:
-        return Refuse(exc.reason)
-    version, named = manifest.version, str(manifest.version)
-    if manifest.channel != device.channel:
-        return Refuse(f"wrong channel: {manifest.channel}", named)
-    if version == device.running or (
-            device.refused is not None and device.running < version <= device.refused):
-        return None
-    try:
-        manifest.check_expiry(now)
-    except Rejected as exc:
-        return Refuse(exc.reason, named)
-    if version < device.running:
-        return Refuse(f"not newer than the running {device.running}", named)
-    if manifest.halt:
-        return Halt(named)
-    salt = manifest.rollout.salt or default_salt(manifest.channel, named)
-    if not eligible(manifest.rollout.percent, salt, device.device_id):
-        return NotEligible(named)
-    return Act(Release(named, manifest.url, manifest.sha256, manifest.size))
 
 
 class Behaviour(enum.Enum):
@@ -228,8 +160,8 @@ class Device:
             self._take(await self._inbox.get())
 
     def _take(self, data: bytes) -> None:
-        me = Identity(self.id, self.channel, self.running, self.refused)
-        decision = decide(data, self.keyring, me, time.time())
+        me = manifest.Device(self.id, self.channel, self.running, self.refused)
+        decision = decide(data, self.keyring, me, time.time(), DEFAULT_MAX_BYTES)
         busy = self._update is not None and not self._update.done()
         if isinstance(decision, Refuse):
             self.report(decision.version, "failed", decision.reason)
