@@ -17,6 +17,7 @@ from nacl.signing import SigningKey
 from packaging.version import Version
 from releases import manifest as signed_manifest
 from signing import public_hex
+from tls_helpers import make_pki
 
 from gateway.firmware import launcher, manifest, slots, state
 from gateway.firmware.bundle import BundleError, unpack
@@ -167,6 +168,28 @@ def test_stop_ends_the_download_keeping_what_came(tmp_path: Path, server: FileSe
     assert isinstance(outcome[0], Stopped)
     kept = (tmp_path / "file").read_bytes()
     assert 100_000 <= len(kept) < len(data) and data.startswith(kept)
+
+
+def test_https_with_the_system_s_trust_store(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    pki = make_pki(tmp_path / "pki")
+    tls = FileServer(tls=(pki.server.cert, pki.server.key))
+    try:
+        data = os.urandom(300_000)
+        url = tls.add("bundle", data, cut_at=100_000)
+        assert url.startswith("https://127.0.0.1:")
+        # A CA the device does not trust: refused, and only retried (a network failure).
+        monkeypatch.setenv("SSL_CERT_FILE", str(pki.rogue_ca.cert))
+        with pytest.raises(DownloadError) as failed:
+            Download(url, tmp_path / "file", len(data), attempts=1).run()
+        assert "CERTIFICATE_VERIFY_FAILED" in failed.value.reason
+        assert not failed.value.permanent
+        monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca.cert))
+        Download(url, tmp_path / "file", len(data)).run()
+        assert (tmp_path / "file").read_bytes() == data
+        assert [r.range for r in tls.requests_for("bundle")] == [None, "bytes=100000-"]
+    finally:
+        tls.close()
 
 
 # -- the launcher ----------------------------------------------------------------------
