@@ -3,6 +3,7 @@ real HTTP server, the launcher's decisions on real files, the record, the manife
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -22,6 +23,8 @@ from tls_helpers import make_pki
 from gateway.firmware import launcher, manifest, slots, state
 from gateway.firmware.bundle import BundleError, unpack
 from gateway.firmware.download import Download, DownloadError, Stopped
+from gateway.firmware.install import Installer, InstallError
+from gateway.firmware.state import Release
 from gateway.trust.keys import Keyring
 
 # -- the bundle ------------------------------------------------------------------------
@@ -190,6 +193,42 @@ def test_https_with_the_system_s_trust_store(tmp_path: Path,
         assert [r.range for r in tls.requests_for("bundle")] == [None, "bytes=100000-"]
     finally:
         tls.close()
+
+
+# -- the installer ---------------------------------------------------------------------
+
+
+def test_an_installer_gets_its_placeholders_and_says_why_it_failed(tmp_path: Path) -> None:
+    archive = tar(tmp_path / "b.tar.gz", [("x-2.0-py3-none-any.whl", b"wheel")])
+    config = tmp_path / "gw.yaml"
+    release = Release("2.0", "https://example.net/b.tar.gz", "0" * 64, 1)
+    venv = slots.venv_of(tmp_path, "b")
+
+    def installer(script: str) -> Installer:
+        return Installer(tmp_path, config, 120, ["/bin/sh", "-c", script])
+
+    # A release whose `edge-gateway` records how it was called.
+    good = ('cp {bundle}/*.whl {venv}/ && echo {version} >{venv}/version && '
+            'printf "#!/bin/sh\\necho \\"\\$@\\" >>{venv}/calls\\n" >{venv}/bin/edge-gateway && '
+            'chmod +x {venv}/bin/edge-gateway')
+    asyncio.run(installer(good).install(release, archive, "b"))
+    assert (venv / "version").read_text() == "2.0\n"
+    assert (venv / "x-2.0-py3-none-any.whl").read_bytes() == b"wheel"
+    assert (venv / "calls").read_text() == f"check-config {config}\n"
+    assert (venv / "pyvenv.cfg").exists()  # python -m venv made it
+    assert not (slots.slot_dir(tmp_path, "b") / "bundle").exists()  # unpacked, installed, gone
+
+    failing = 'echo "Looking in links: {bundle}"; echo "ERROR: no edge-gateway=={version}"; exit 3'
+    with pytest.raises(InstallError) as failed:
+        asyncio.run(installer(failing).install(release, archive, "b"))
+    assert failed.value.reason == "the installer exited 3: ERROR: no edge-gateway==2.0"
+
+    refusing = ('printf "#!/bin/sh\\necho gw.yaml:3: firmware.x: unknown key >&2; exit 2\\n" '
+                '>{venv}/bin/edge-gateway && chmod +x {venv}/bin/edge-gateway')
+    with pytest.raises(InstallError) as failed:
+        asyncio.run(installer(refusing).install(release, archive, "b"))
+    assert failed.value.reason == ("2.0 refuses this device: check-config exited 2: "
+                                   "gw.yaml:3: firmware.x: unknown key")
 
 
 # -- the launcher ----------------------------------------------------------------------
