@@ -69,7 +69,8 @@ log = structlog.get_logger(__name__)
 READY_TIMEOUT_S = 10.0
 # Under state_dir: the Home Assistant discovery topics published, to clear after a restart.
 HOME_ASSISTANT_STATE = "home_assistant.json"
-# Set to 1 by tests only: SIGUSR2 then blocks the event loop, as a wedged daemon would.
+# Set to 1 by tests only: SIGUSR2 then blocks the event loop, as a wedged daemon would, and
+# EDGE_GATEWAY_FIRMWARE_HOLD=STATE stops a firmware update on entering STATE.
 DEBUG_HOOKS = "EDGE_GATEWAY_DEBUG_HOOKS"
 
 
@@ -379,7 +380,8 @@ class Daemon:
             self._firmware = updater.Updater(
                 config.state_dir, settings, keyring,
                 updater.Running(__version__, self._running_slot, firmware_slots.launched()),
-                _FirmwareHost(self), self._firmware_installer, offload=self._offload,
+                _FirmwareHost(self, self._uplink), self._firmware_installer,
+                offload=self._offload,
                 hold=os.environ.get(updater.HOLD_ENV) if os.environ.get(DEBUG_HOOKS) == "1"
                 else None)
             self._firmware_inbox = Inbox(updater.INBOX_SIZE, updater.MANIFEST_MAX_BYTES)
@@ -497,6 +499,10 @@ class Daemon:
             "queue": dataclasses.asdict(self._queue.stats()),
             "uplink": dataclasses.asdict(self._uplink.stats()),
             "inbox": {"depth": len(self._inbox), "dropped": self._inbox.dropped},
+            "firmware": None if self._firmware is None or self._firmware_inbox is None else {
+                "state": self._firmware.record.state, "version": self._firmware.record.version,
+                "inbox": {"depth": len(self._firmware_inbox),
+                          "dropped": self._firmware_inbox.dropped}},
             "pipelines": {p.sensor: dataclasses.asdict(p.stats())
                           for p in self._sensors.pipelines()},
             "sensors": {
@@ -527,11 +533,11 @@ async def _run_firmware(firmware: Updater, inbox: Inbox) -> None:
 class _FirmwareHost:
     """What the firmware task asks of the daemon (``gateway.firmware.updater.Host``)."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
+    def __init__(self, daemon: Daemon, uplink: Uplink) -> None:
+        self._daemon, self._uplink = daemon, uplink
 
     def report(self, topic: str, payload: bytes) -> None:
-        self._daemon._uplink.publish_retained(topic, payload)
+        self._uplink.publish_retained(topic, payload)
 
     def health(self, excused: frozenset[str]) -> str | None:
         return self._daemon.firmware_health(excused)

@@ -1,5 +1,8 @@
 """The gray-release firmware channel on the device: which releases this device takes
-(``rollout``), the signed manifest's acceptance, the download, the A/B slots, and the one
-persisted state machine that ties them together. May import ``gateway.trust``,
-``gateway.config`` and ``gateway.statefile``.
+(``rollout``, ``manifest``), the download (``download``), the bundle and the A/B slots
+(``bundle``, ``install``, ``slots``), the health gate (``health``), and the one persisted
+state machine that ties them together (``state``, ``updater``); and the stable launcher
+(``launcher``) that the unit starts before any release. May import ``gateway.trust``,
+``gateway.config`` and ``gateway.statefile``; ``launcher``, ``slots`` and ``state`` import
+only the standard library (and ``gateway.statefile``), since they run before any release.
 """

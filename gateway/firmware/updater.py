@@ -180,7 +180,6 @@ class Updater:
         # The download and the hashing: long, blocking, one at a time.
         self._io = ThreadPoolExecutor(1, thread_name_prefix="firmware")
         self._logged_at: dict[str, float] = {}
-        self.download: Download | None = None
 
     # -- the task ------------------------------------------------------------------------
 
@@ -370,7 +369,7 @@ class Updater:
 
     async def _fetch(self, release: Release, archive: Path) -> None:
         """``verifying`` passed with the bundle in ``archive``, or ``_Failed``."""
-        download = self.download = Download(release.url, archive, release.size)
+        download = Download(release.url, archive, release.size)
         if download.received < release.size:
             await self._enter(state.DOWNLOADING, version=release.version, release=release,
                               progress=_fraction(download.received, release.size))
@@ -422,7 +421,7 @@ class Updater:
                       tuple(sorted(self._host.unwell())))
         await self._enter(state.AWAITING_HEALTH, version=release.version, release=None,
                           active=slot, trial=trial)
-        await self._offload(lambda: slots.point(self._dir, slot))
+        await self._point(slot)
         log.info("firmware.activated", version=release.version, slot=slot,
                  previous=self.running.slot)
         self._restart()
@@ -443,11 +442,19 @@ class Updater:
     async def _roll_back(self, reason: str, restart: bool) -> None:
         record = self.record.rolled_back(reason)
         await self._set(record)
-        await self._offload(lambda: slots.point(self._dir, record.active))
+        await self._point(record.active)
         log.error("firmware.rolled_back", version=record.version, reason=reason,
                   slot=record.active)
         if restart:
             self._restart()
+
+    async def _point(self, slot: str | None) -> None:
+        """``current`` to the slot the record made active. Not switching it is no reason to
+        stop: the launcher makes the link follow the record at the next start."""
+        try:
+            await self._offload(lambda: slots.point(self._dir, slot))
+        except OSError as exc:
+            log.warning("firmware.link_not_switched", slot=slot, error=str(exc))
 
     def _restart(self) -> None:
         self._restarting = True

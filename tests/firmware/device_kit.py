@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -67,9 +68,9 @@ class Request:
 
 class FileServer:
     """``http.server`` in a thread; ``Range: bytes=N-`` answered with 206. It serves bytes,
-    or files read as they are sent."""
+    or files read as they are sent; with a certificate and its key, over TLS."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
         self.files: dict[str, Served] = {}
         self.requests: list[Request] = []
         server = self
@@ -83,12 +84,18 @@ class FileServer:
 
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._http.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+            self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
+            self.scheme = "https"
         self.port = self._http.server_address[1]
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
         self._thread.start()
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}/{path}"
 
     def add(self, path: str, data: bytes | Path, **options: Any) -> str:
         self.files[path] = Served(data, **options)

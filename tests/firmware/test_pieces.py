@@ -3,6 +3,7 @@ real HTTP server, the launcher's decisions on real files, the record, the manife
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -17,10 +18,13 @@ from nacl.signing import SigningKey
 from packaging.version import Version
 from releases import manifest as signed_manifest
 from signing import public_hex
+from tls_helpers import make_pki
 
 from gateway.firmware import launcher, manifest, slots, state
 from gateway.firmware.bundle import BundleError, unpack
 from gateway.firmware.download import Download, DownloadError, Stopped
+from gateway.firmware.install import Installer, InstallError
+from gateway.firmware.state import Release
 from gateway.trust.keys import Keyring
 
 # -- the bundle ------------------------------------------------------------------------
@@ -167,6 +171,64 @@ def test_stop_ends_the_download_keeping_what_came(tmp_path: Path, server: FileSe
     assert isinstance(outcome[0], Stopped)
     kept = (tmp_path / "file").read_bytes()
     assert 100_000 <= len(kept) < len(data) and data.startswith(kept)
+
+
+def test_https_with_the_system_s_trust_store(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    pki = make_pki(tmp_path / "pki")
+    tls = FileServer(tls=(pki.server.cert, pki.server.key))
+    try:
+        data = os.urandom(300_000)
+        url = tls.add("bundle", data, cut_at=100_000)
+        assert url.startswith("https://127.0.0.1:")
+        # A CA the device does not trust: refused, and only retried (a network failure).
+        monkeypatch.setenv("SSL_CERT_FILE", str(pki.rogue_ca.cert))
+        with pytest.raises(DownloadError) as failed:
+            Download(url, tmp_path / "file", len(data), attempts=1).run()
+        assert "CERTIFICATE_VERIFY_FAILED" in failed.value.reason
+        assert not failed.value.permanent
+        monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca.cert))
+        Download(url, tmp_path / "file", len(data)).run()
+        assert (tmp_path / "file").read_bytes() == data
+        assert [r.range for r in tls.requests_for("bundle")] == [None, "bytes=100000-"]
+    finally:
+        tls.close()
+
+
+# -- the installer ---------------------------------------------------------------------
+
+
+def test_an_installer_gets_its_placeholders_and_says_why_it_failed(tmp_path: Path) -> None:
+    archive = tar(tmp_path / "b.tar.gz", [("x-2.0-py3-none-any.whl", b"wheel")])
+    config = tmp_path / "gw.yaml"
+    release = Release("2.0", "https://example.net/b.tar.gz", "0" * 64, 1)
+    venv = slots.venv_of(tmp_path, "b")
+
+    def installer(script: str) -> Installer:
+        return Installer(tmp_path, config, 120, ["/bin/sh", "-c", script])
+
+    # A release whose `edge-gateway` records how it was called.
+    good = ('cp {bundle}/*.whl {venv}/ && echo {version} >{venv}/version && '
+            'printf "#!/bin/sh\\necho \\"\\$@\\" >>{venv}/calls\\n" >{venv}/bin/edge-gateway && '
+            'chmod +x {venv}/bin/edge-gateway')
+    asyncio.run(installer(good).install(release, archive, "b"))
+    assert (venv / "version").read_text() == "2.0\n"
+    assert (venv / "x-2.0-py3-none-any.whl").read_bytes() == b"wheel"
+    assert (venv / "calls").read_text() == f"check-config {config}\n"
+    assert (venv / "pyvenv.cfg").exists()  # python -m venv made it
+    assert not (slots.slot_dir(tmp_path, "b") / "bundle").exists()  # unpacked, installed, gone
+
+    failing = 'echo "Looking in links: {bundle}"; echo "ERROR: no edge-gateway=={version}"; exit 3'
+    with pytest.raises(InstallError) as failed:
+        asyncio.run(installer(failing).install(release, archive, "b"))
+    assert failed.value.reason == "the installer exited 3: ERROR: no edge-gateway==2.0"
+
+    refusing = ('printf "#!/bin/sh\\necho gw.yaml:3: firmware.x: unknown key >&2; exit 2\\n" '
+                '>{venv}/bin/edge-gateway && chmod +x {venv}/bin/edge-gateway')
+    with pytest.raises(InstallError) as failed:
+        asyncio.run(installer(refusing).install(release, archive, "b"))
+    assert failed.value.reason == ("2.0 refuses this device: check-config exited 2: "
+                                   "gw.yaml:3: firmware.x: unknown key")
 
 
 # -- the launcher ----------------------------------------------------------------------
