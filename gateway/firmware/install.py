@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from pathlib import Path
 from gateway.firmware import bundle, slots
 from gateway.firmware.state import Release
 
+# How long a killed stray install step may take to be gone (a zombie lingers until reaped).
+STRAY_WAIT_S = 5.0
 DEFAULT_INSTALLER = ("{venv}/bin/pip", "install", "--no-index", "--find-links", "{bundle}",
                      "edge-gateway=={version}")
 CHECK_TIMEOUT_S = 120.0
@@ -62,7 +65,7 @@ class Installer:
     async def install(self, release: Release, archive: Path, slot: str) -> None:
         """The release in ``slot``'s venv, ready to run; ``InstallError`` says why not."""
         root = slots.slot_dir(self.state_dir, slot)
-        await asyncio.to_thread(shutil.rmtree, root, ignore_errors=True)
+        await asyncio.to_thread(_clear, root)
         wheels = root / "bundle"
         try:
             await asyncio.to_thread(bundle.unpack, archive, wheels)
@@ -84,8 +87,28 @@ class Installer:
 
     async def discard(self, slot: str) -> None:
         """Frees the space a failed install took."""
-        await asyncio.to_thread(shutil.rmtree, slots.slot_dir(self.state_dir, slot),
-                                ignore_errors=True)
+        await asyncio.to_thread(_clear, slots.slot_dir(self.state_dir, slot))
+
+
+def _clear(root: Path) -> None:
+    """Empties a slot, first ending any process still at work in it: an install step left
+    running by a daemon that was killed (outside systemd nothing kills its children, and a
+    step runs in a session of its own) would go on writing into the new install."""
+    marker = os.fsencode(root)
+    strays = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+                strays.append(entry)
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to see
+    deadline = time.monotonic() + STRAY_WAIT_S
+    while any(p.exists() for p in strays) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 async def _run(name: str, argv: Sequence[str], timeout_s: float) -> None:

@@ -342,3 +342,28 @@ def test_the_manifest_rules_in_their_order() -> None:
     act = decide("v1.3.0", percent=100)
     assert isinstance(act, manifest.Act) and act.release.version == "1.3.0"
     assert manifest.decide(None, keyring, device, 0, 8192) == manifest.Refuse("too large")
+
+
+def test_a_slot_is_cleared_of_install_steps_a_killed_daemon_left_running(tmp_path: Path) -> None:
+    """Outside systemd a SIGKILLed daemon's install step (in a session of its own) lives on;
+    the next install into that slot must not race it."""
+    import subprocess
+    import sys
+
+    from gateway.firmware.install import _clear
+
+    root = tmp_path / "slots" / "a"
+    (root / "venv").mkdir(parents=True)
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                              str(root / "venv")], start_new_session=True)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                                  str(tmp_path / "slots" / "b")])
+    try:
+        _clear(root)
+        assert stray.wait(5) == -9
+        assert not root.exists()
+        assert bystander.poll() is None
+    finally:
+        for proc in (stray, bystander):
+            proc.kill()
+            proc.wait()
