@@ -36,8 +36,6 @@ STATES = frozenset({IDLE, DOWNLOADING, VERIFYING, INSTALLING, AWAITING_HEALTH, C
                     ROLLED_BACK, FAILED, NOT_ELIGIBLE})
 # Work under way that a restart picks up again from ``release``.
 RESUMABLE = frozenset({DOWNLOADING, VERIFYING, INSTALLING})
-# From here on a release is not halted any more: it finishes, commits or rolls back.
-INSTALLING_OR_LATER = frozenset({INSTALLING, AWAITING_HEALTH})
 SLOT_NAMES = ("a", "b")
 
 
