@@ -1,8 +1,9 @@
 """Analog Devices ADXL345 3-axis accelerometer over I2C, read through its FIFO.
 
 The chip runs in stream mode at a fixed output data rate and full resolution; the
-caller drains the FIFO often enough (32 entries, 10 ms at 3200 Hz) and is told when
-it did not, because the chip flags an overrun once the FIFO has filled.
+caller drains the FIFO often enough (32 entries, 10 ms at 3200 Hz; ``drain_problem`` judges
+an interval) and is told when it did not, because the chip flags an overrun once the FIFO
+has filled.
 """
 
 from __future__ import annotations
@@ -47,6 +48,19 @@ G_PER_LSB = 1.0 / 256.0
 
 # The first sample appears one period (plus 1.1 ms) after measuring starts.
 EMPTY_POLLS = 3
+
+FIFO_DEPTH = 32
+# Drained by the time this many samples wait, the FIFO still has room for the samples of
+# a late drain (a busy loop, a slow bus) before it overruns.
+DRAIN_BY_SAMPLES = 25
+
+
+def drain_problem(rate_hz: float, interval_s: float) -> str | None:
+    """Why draining the FIFO every ``interval_s`` at ``rate_hz`` would lose samples, or None."""
+    if interval_s * rate_hz <= DRAIN_BY_SAMPLES:
+        return None
+    return (f"the FIFO holds {FIFO_DEPTH} samples, {FIFO_DEPTH / rate_hz:g} s at {rate_hz:g} "
+            f"Hz: drain it at least every {DRAIN_BY_SAMPLES / rate_hz:g} s")
 
 
 

@@ -18,9 +18,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from gateway.config.fields import Location
 from gateway.config.models import PUBLIC_KEY_PATTERN, Config, is_key_file, semantic_errors
-
-Location = tuple[str | int, ...]
 
 # A device's file is a few KB and about 150 values; these bounds are far above any real
 # one, and a file at them costs a few MB and well under a second to read or refuse.
@@ -159,7 +158,11 @@ def _dotted(loc: Location) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
-_PLAIN_MESSAGES = {"extra_forbidden": "unknown key", "missing": "required key is missing"}
+_PLAIN_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "required key is missing",
+    "finite_number": "must be a finite number",
+}
 
 
 def _message(error: Any) -> str:

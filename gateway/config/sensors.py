@@ -1,120 +1,23 @@
-"""The device configuration: pydantic models of SPEC section 3.
+"""Sensor models, one per driver, with the rules that hold for a sensor as a whole.
 
-Every model forbids unknown keys, so a typo is an error rather than a silently ignored
-setting. Loading from YAML, with line numbers for errors, is in ``configfile``.
+A sensor is told apart by its ``driver`` key (a tagged union), and its bus settings are
+those of its chip: an I2C bus and address, or a serial port and Modbus unit. Each model
+says in ``problems`` what its fields get wrong together; an ADXL345's FIFO limits come
+from its driver, the one place that knows the chip.
 """
 
 from __future__ import annotations
 
 import re
 from abc import abstractmethod
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, PlainSerializer, PlainValidator
+from pydantic import Field, PlainValidator
 
+from gateway.config.fields import Interval, Problem, TopicName
 from gateway.config.section import Section
 from gateway.config.stages import Stages, Vibration
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-"""Names that appear in topics: no MQTT wildcards, separators or whitespace."""
-
-TopicName = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
-
-
-@dataclass(frozen=True)
-class BrokerUrl:
-    host: str
-    port: int
-    tls: bool
-
-    def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
-
-
-def parse_broker_url(value: object) -> BrokerUrl:
-    if isinstance(value, BrokerUrl):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("expected a URL such as mqtt://host:1883")  # noqa: TRY004
-    parts = urlsplit(value)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"scheme must be mqtt:// or mqtts://, not {value!r}")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"bad port in {value!r}") from exc
-    if not parts.hostname or parts.path not in ("", "/") or parts.query:
-        raise ValueError(f"expected mqtt://host:port, got {value!r}")
-    tls = parts.scheme == "mqtts"
-    return BrokerUrl(parts.hostname, port or (8883 if tls else 1883), tls)
-
-
-Broker = Annotated[BrokerUrl, PlainValidator(parse_broker_url), PlainSerializer(str)]
-
-ProtocolName = Literal["auto", "5", "3.1.1"]
-_PROTOCOLS: dict[str | int, ProtocolName] = {"auto": "auto", "5": "5", 5: "5", "3.1.1": "3.1.1"}
-
-
-def check_protocol(value: object) -> ProtocolName:
-    # YAML reads `protocol: 5` as a number and `protocol: 3.1.1` as a string.
-    if isinstance(value, str | int) and not isinstance(value, bool) and value in _PROTOCOLS:
-        return _PROTOCOLS[value]
-    raise ValueError("must be auto, 5 or 3.1.1")
-
-
-Protocol = Annotated[ProtocolName, PlainValidator(check_protocol)]
-
-
-class Backoff(Section):
-    initial_s: float = Field(1.0, gt=0)
-    max_s: float = Field(60.0, gt=0)
-
-
-class TlsConfig(Section):
-    """For ``mqtts://`` brokers: the CA to trust and, for mutual TLS, our certificate."""
-
-    ca_file: Annotated[Path, Field(strict=False)] | None = None
-    cert_file: Annotated[Path, Field(strict=False)] | None = None
-    key_file: Annotated[Path, Field(strict=False)] | None = None
-    verify_hostname: bool = True
-
-
-class MqttConfig(Section):
-    brokers: list[Broker] = Field(min_length=1)
-    # auto: MQTT 5, or 3.1.1 with a broker that refuses 5.
-    protocol: Protocol = "auto"
-    topic_prefix: TopicName = "gw"
-    client_id: TopicName | None = None
-    qos: Literal[0, 1] = 1
-    keepalive_s: int = Field(30, ge=1, le=3600)
-    connect_timeout_s: float = Field(10.0, gt=0)
-    backoff: Backoff = Backoff()
-    tls: TlsConfig = TlsConfig()
-    username: str | None = None
-    password_file: Annotated[Path, Field(strict=False)] | None = None
-    # Messages per second leaving the queue; cloud brokers throttle or disconnect a
-    # client above their cap (AWS IoT Core: 100/s). None: as fast as acks allow.
-    max_publish_rate: float | None = Field(None, gt=0)
-    # Unacknowledged QoS 1 messages at once; the broker's receive maximum caps it too.
-    max_in_flight: int = Field(100, ge=1, le=65535)
-    session_expiry_s: int | None = Field(None, ge=0, le=0xFFFFFFFF)
-    message_expiry_s: int | None = Field(None, ge=1, le=0xFFFFFFFF)
-    # On SIGTERM, how long the uplink may keep draining the queue before it goes offline.
-    shutdown_flush_s: float = Field(5.0, ge=0)
-
-
-class QueueConfig(Section):
-    memory_max_messages: int = Field(10_000, ge=2)
-    memory_max_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    # 0 keeps the queue in memory only; above 0, state_dir/queue.db takes the overflow.
-    disk_max_bytes: int = Field(0, ge=0)
-    # With the disk tier on, a message unsent for this long is written to disk, so a
-    # broker outage followed by a crash or power cut loses at most this much.
-    spill_after_s: float = Field(2.0, gt=0)
-    drop_policy: Literal["oldest", "newest"] = "oldest"
 
 
 class SimFaults(Section):
@@ -161,12 +64,17 @@ class HealthConfig(Section):
     fail_after_errors: int = Field(10, ge=1)
     # No good reading for this many intervals degrades the sensor.
     stale_after_intervals: float = Field(3.0, gt=1)
-    retry_max_s: float = Field(300.0, gt=0)
+    retry_max_s: Interval = 300.0
 
 
 class SensorBase(Section):
+    # The key that makes a sensor an emulator, named in the error when it does not.
+    SIM_KEY: ClassVar[str]
+    # Whether its emulator takes ``sim.tones`` (what shakes an accelerometer).
+    SHAKES: ClassVar[bool] = False
+
     name: TopicName
-    interval_s: float = Field(gt=0)
+    interval_s: Interval
     pipeline: Stages = []
     health: HealthConfig = HealthConfig()
     sim: SimConfig | None = None
@@ -176,8 +84,27 @@ class SensorBase(Section):
     def simulated(self) -> bool:
         """Whether the sensor is an emulator (``bus: sim`` / ``port: sim``)."""
 
+    def problems(self) -> list[Problem]:
+        """Rules that span its fields, located inside the sensor."""
+        found: list[Problem] = []
+        if self.sim is not None and not self.simulated:
+            found.append((("sim",), f"emulator settings need {self.SIM_KEY}: sim"))
+        if self.health.fail_after_errors < self.health.degrade_after_errors:
+            found.append((("health", "fail_after_errors"),
+                           "must be at least degrade_after_errors"))
+        found += self.chip_problems()
+        if self.sim and self.sim.tones is not None and not self.SHAKES:
+            found.append((("sim", "tones"), "only an adxl345 has tones"))
+        return found
+
+    def chip_problems(self) -> list[Problem]:
+        """What its chip cannot do with these settings."""
+        return []
+
 
 class I2CSensor(SensorBase):
+    SIM_KEY = "bus"
+
     bus: I2CBusName
     address: int
 
@@ -204,11 +131,37 @@ class BME280Sensor(I2CSensor):
     iir_filter: Literal[0, 2, 4, 8, 16] = 0
 
 
+# Fewer samples than this make a spectrum too coarse for the vibration features.
+MIN_WINDOW_SAMPLES = 16
+
+
 class ADXL345Sensor(I2CSensor):
+    SHAKES = True
+
     driver: Literal["adxl345"]
     address: Literal[0x53, 0x1D] = 0x53
     rate_hz: Literal[100, 200, 400, 800, 1600, 3200] = 100
     range_g: Literal[2, 4, 8, 16] = 16
+
+    def chip_problems(self) -> list[Problem]:
+        """With a vibration stage, samples come in FIFO bursts: enough for a window, and
+        drained before the FIFO fills."""
+        vibration = next((s for s in self.pipeline if isinstance(s, Vibration)), None)
+        if vibration is None:
+            return []
+        # The driver's module loads smbus2: imported only for a file that has an ADXL345.
+        from drivers.adxl345 import drain_problem
+
+        found: list[Problem] = []
+        samples = vibration.window_s * self.rate_hz
+        if samples < MIN_WINDOW_SAMPLES:
+            found.append((("pipeline", 0, "window_s"),
+                          f"{samples:g} samples per window at {self.rate_hz} Hz; "
+                          f"at least {MIN_WINDOW_SAMPLES} are needed"))
+        problem = drain_problem(self.rate_hz, self.interval_s)
+        if problem is not None:
+            found.append((("interval_s",), problem))
+        return found
 
 
 # pyserial's URL handlers (serial.urlhandler.protocol_NAME) that need no extra package,
@@ -251,6 +204,8 @@ SerialPortName = Annotated[str, PlainValidator(check_serial_port)]
 
 
 class SerialSensor(SensorBase):
+    SIM_KEY = "port"
+
     port: SerialPortName
     unit: int
     baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
@@ -275,175 +230,3 @@ Sensor = Annotated[
     SHT3xSensor | BME280Sensor | ADXL345Sensor | XYMD02Sensor | WTVB01Sensor,
     Field(discriminator="driver"),
 ]
-
-
-class LoggingConfig(Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["auto", "console", "json"] = "auto"
-
-
-class HeartbeatConfig(Section):
-    interval_s: float = Field(60.0, ge=1)
-
-
-class DiagnosticsConfig(Section):
-    # Trace allocations from start-up so a SIGUSR1 report shows what grew; it costs
-    # memory and CPU, so it is for hunting a leak, not for every day.
-    tracemalloc: bool = False
-
-
-PUBLIC_KEY_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
-"""A public key written out: the raw 32-byte Ed25519 key in hex (``gateway.trust.keys``)."""
-
-
-def check_trusted_key(value: object) -> str:
-    """A public key in hex, or the path of a file holding one (checked when the file loads)."""
-    if not isinstance(value, str) or not value.strip() or "\0" in value:
-        raise ValueError("expected a public key (64 hex characters) or a key file's path")
-    text = value.strip()
-    if PUBLIC_KEY_PATTERN.fullmatch(text):
-        return text
-    if all(char in "0123456789abcdefABCDEF" for char in text):
-        raise ValueError(f"a public key is 64 hex characters, this one has {len(text)}")
-    if text.endswith(".key"):
-        raise ValueError("a .key file is a private key: list its .pub file here")
-    return text
-
-
-TrustedKey = Annotated[str, PlainValidator(check_trusted_key)]
-
-
-def is_key_file(entry: str) -> bool:
-    return not PUBLIC_KEY_PATTERN.fullmatch(entry)
-
-
-class RemoteConfigConfig(Section):
-    # Empty: no envelope can verify, so remote configuration is off.
-    trusted_keys: list[TrustedKey] = []
-    max_envelope_bytes: int = Field(65536, ge=1024, le=1024 * 1024)
-    apply_timeout_s: float = Field(30.0, gt=0, le=3600)
-    # Inbound envelopes waiting to be verified; when full, the newest are dropped and counted.
-    inbox_size: int = Field(32, ge=1, le=1024)
-
-
-INSTALLER_PLACEHOLDERS = frozenset({"bundle", "venv", "version"})
-
-
-def check_installer(value: object) -> list[str]:
-    """An argv template: strings whose ``{...}`` are only the known placeholders."""
-    if not isinstance(value, list) or not value or not all(isinstance(a, str) for a in value):
-        raise ValueError("expected a non-empty list of strings (the installer's argv)")
-    for arg in value:
-        names = set(re.findall(r"\{([^{}]*)\}", arg))
-        unknown = sorted(names - INSTALLER_PLACEHOLDERS)
-        if unknown:
-            raise ValueError(f"unknown placeholder {{{unknown[0]}}} in {arg!r} "
-                             "(known: {bundle}, {venv}, {version})")
-    return list(value)
-
-
-InstallerArgv = Annotated[list[str], PlainValidator(check_installer)]
-
-
-class FirmwareConfig(Section):
-    # The release channel followed: P/firmware/CHANNEL/manifest. Firmware updates are off
-    # while remote_config.trusted_keys is empty: no manifest could be verified.
-    channel: TopicName = "stable"
-    # A new release must be healthy (uplink connected, every sensor ok or as it was before
-    # the update, config valid) this long after it starts, or the previous slot comes back.
-    health_timeout_s: float = Field(120.0, gt=0, le=3600)
-    # Starts of a new release that may fail before the launcher goes back to the previous slot.
-    max_trial_boots: int = Field(3, ge=1, le=100)
-    # argv of the command that installs a release bundle into a slot's venv; None is
-    # VENV/bin/pip install --no-index --find-links BUNDLE edge-gateway==VERSION.
-    installer: InstallerArgv | None = None
-    install_timeout_s: float = Field(900.0, gt=0, le=24 * 3600)
-    # Download progress goes to the state topic at most this often.
-    progress_interval_s: float = Field(5.0, gt=0, le=3600)
-
-
-DISCOVERY_PREFIX = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
-
-
-def check_discovery_prefix(value: str) -> str:
-    """A topic to publish under: no wildcards, no empty levels."""
-    if not DISCOVERY_PREFIX.fullmatch(value):
-        raise ValueError("expected topic levels of letters, digits, '_', '.' or '-', "
-                         "separated by '/', such as homeassistant")
-    return value
-
-
-def home_assistant_id(name: str) -> str:
-    """A device or sensor name as Home Assistant takes it in a discovery topic, whose ids
-    are ``[a-zA-Z0-9_-]``: names may also hold dots."""
-    return name.replace(".", "_")
-
-
-class HomeAssistantConfig(Section):
-    """MQTT discovery: every sensor quantity appears in Home Assistant by itself."""
-
-    enabled: bool = False
-    # Home Assistant's own default; its MQTT integration options can change it.
-    discovery_prefix: Annotated[str, Field(max_length=128),
-                                AfterValidator(check_discovery_prefix)] = "homeassistant"
-
-
-class Config(Section):
-    device_id: TopicName
-    groups: list[TopicName] = []
-    mqtt: MqttConfig
-    queue: QueueConfig = QueueConfig()
-    sensors: list[Sensor] = []
-    heartbeat: HeartbeatConfig = HeartbeatConfig()
-    remote_config: RemoteConfigConfig = RemoteConfigConfig()
-    firmware: FirmwareConfig = FirmwareConfig()
-    home_assistant: HomeAssistantConfig = HomeAssistantConfig()
-    logging: LoggingConfig = LoggingConfig()
-    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
-    state_dir: Annotated[Path, Field(strict=False)] = Path("/var/lib/edge-gateway")
-
-
-def semantic_errors(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
-    """Rules that span fields, as (location, message) pairs like pydantic's own."""
-    errors: list[tuple[tuple[str | int, ...], str]] = []
-    seen: set[str] = set()
-    # Home Assistant's ids by the sensor names they come from.
-    discovery_ids: dict[str, str] = {}
-    for index, sensor in enumerate(config.sensors):
-        if sensor.name in seen:
-            errors.append((("sensors", index, "name"), f"duplicate sensor name {sensor.name!r}"))
-        seen.add(sensor.name)
-        discovery_id = home_assistant_id(sensor.name)
-        other = discovery_ids.setdefault(discovery_id, sensor.name)
-        if config.home_assistant.enabled and other != sensor.name:
-            errors.append((("sensors", index, "name"),
-                           f"{sensor.name!r} and {other!r} are the same sensor to Home "
-                           f"Assistant ({discovery_id!r}): rename one"))
-        if sensor.sim is not None and not sensor.simulated:
-            where = "port" if isinstance(sensor, SerialSensor) else "bus"
-            errors.append((("sensors", index, "sim"), f"emulator settings need {where}: sim"))
-        if sensor.health.fail_after_errors < sensor.health.degrade_after_errors:
-            errors.append((("sensors", index, "health", "fail_after_errors"),
-                           "must be at least degrade_after_errors"))
-        vibration = next((s for s in sensor.pipeline if isinstance(s, Vibration)), None)
-        if vibration is not None and isinstance(sensor, ADXL345Sensor):
-            samples = vibration.window_s * sensor.rate_hz
-            if samples < 16:
-                errors.append((("sensors", index, "pipeline", 0, "window_s"),
-                               f"{samples:g} samples per window at {sensor.rate_hz} Hz; "
-                               "at least 16 are needed"))
-            if sensor.interval_s * sensor.rate_hz > 25:
-                errors.append((("sensors", index, "interval_s"),
-                               f"the FIFO holds 32 samples, {32 / sensor.rate_hz:g} s at "
-                               f"{sensor.rate_hz} Hz: drain it at least every "
-                               f"{25 / sensor.rate_hz:g} s"))
-        if sensor.sim and sensor.sim.tones is not None and not isinstance(sensor, ADXL345Sensor):
-            errors.append((("sensors", index, "sim", "tones"), "only an adxl345 has tones"))
-    tls = config.mqtt.tls
-    if (tls.cert_file is None) != (tls.key_file is None):
-        errors.append((("mqtt", "tls"), "cert_file and key_file go together"))
-    if config.mqtt.password_file is not None and config.mqtt.username is None:
-        errors.append((("mqtt", "password_file"), "needs mqtt.username"))
-    if config.mqtt.backoff.max_s < config.mqtt.backoff.initial_s:
-        errors.append((("mqtt", "backoff", "max_s"), "must be at least initial_s"))
-    return errors

@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
+from gateway.config.fields import Interval
 from gateway.config.section import Section
 
 Quantity = Annotated[str, Field(min_length=1)]
@@ -70,7 +71,7 @@ class Deadband(Section):
 
     stage: Literal["deadband"]
     delta: dict[Quantity, Annotated[float, Field(ge=0)]] = Field(min_length=1)
-    max_silence_s: float = Field(gt=0)
+    max_silence_s: Interval
 
 
 class Average(Section):
@@ -113,7 +114,7 @@ class Batch(Section):
 
     stage: Literal["batch"]
     max_readings: int = Field(ge=1, le=1000)
-    max_delay_s: float = Field(gt=0)
+    max_delay_s: Interval
 
 
 Stage = Annotated[
