@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from gateway.config.fields import Location
 from gateway.config.models import PUBLIC_KEY_PATTERN, Config, is_key_file, semantic_errors
+from gateway.regularfile import read_regular
 
 # A device's file is a few KB and about 150 values; these bounds are far above any real
 # one, and a file at them costs a few MB and well under a second to read or refuse.
@@ -176,8 +177,7 @@ MAX_KEY_FILE_BYTES = 1024
 def key_file_problem(path: Path) -> str | None:
     """Why a trusted key file cannot serve, or None; its key is checked again when loaded."""
     try:
-        with path.open("rb") as key_file:
-            data = key_file.read(MAX_KEY_FILE_BYTES + 1)
+        data = read_regular(path, MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
         return f"cannot read key file {path}: {exc.strerror or exc}"
     if len(data) > MAX_KEY_FILE_BYTES or not PUBLIC_KEY_PATTERN.fullmatch(

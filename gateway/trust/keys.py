@@ -19,6 +19,8 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
+from gateway.regularfile import read_regular
+
 HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 """A key as text: 32 bytes in hex (surrounding whitespace is allowed and dropped)."""
 
@@ -109,8 +111,7 @@ class PrivateKey:
 
 def _read_key_file(path: Path) -> str:
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_KEY_FILE_BYTES + 1)
+        data = read_regular(path, MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
         raise KeyLoadError(f"cannot read key file {path}: {exc.strerror or exc}") from None
     if len(data) > MAX_KEY_FILE_BYTES:
@@ -151,7 +152,9 @@ class Keyring:
         """From ``remote_config.trusted_keys``: each entry a key in hex or a key file's path.
 
         Relative paths are taken as they are (the config loader anchors them at the
-        config file's directory). Raises ``KeyLoadError``.
+        config file's directory). A path that is not a regular file (a FIFO, a device, a
+        directory) is refused unopened. Raises ``KeyLoadError``. The files are read here:
+        the daemon calls this off its event loop.
         """
         keys = []
         for entry in entries:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,18 @@ def test_bounds(tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: str
     path = write_config(tmp_path, f"  {setting}\n")
     code, errors = check(path, capsys)
     assert (code, errors) == (2, [f"{path}:5: remote_config.{setting.split(':')[0]}: {message}"])
+
+
+def test_a_key_path_that_is_a_fifo_is_refused_on_its_line_without_waiting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No writer ever opens the FIFO: a check that opened it to read would wait for ever.
+    os.mkfifo(tmp_path / "ops.pub")
+    (tmp_path / "keys").mkdir()
+    path = write_config(tmp_path, "  trusted_keys:\n    - ops.pub\n    - keys\n")
+    assert check(path, capsys) == (2, [
+        f"{path}:6: remote_config.trusted_keys.0: cannot read key file "
+        f"{tmp_path / 'ops.pub'}: a FIFO, not a regular file",
+        f"{path}:7: remote_config.trusted_keys.1: cannot read key file "
+        f"{tmp_path / 'keys'}: a directory, not a regular file",
+    ])

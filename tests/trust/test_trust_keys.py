@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from pathlib import Path
 
 import nacl.signing
@@ -84,7 +86,7 @@ def test_keyring_errors_are_one_line_naming_the_file_or_entry(tmp_path: Path) ->
     missing = tmp_path / "gone.pub"
     cases = [
         (str(missing), f"cannot read key file {missing}: No such file or directory"),
-        (str(tmp_path), f"cannot read key file {tmp_path}: Is a directory"),
+        (str(tmp_path), f"cannot read key file {tmp_path}: a directory, not a regular file"),
         (str(write(tmp_path / "bad.pub", "hello\n")),
          f"key file {tmp_path / 'bad.pub'}: not a public key (64 hex characters)"),
         (str(write(tmp_path / "big.pub", "0" * 2000)),
@@ -109,3 +111,43 @@ def test_key_files_round_trip_and_a_pub_file_is_no_signing_key(tmp_path: Path) -
         read_private_key(public)
     with pytest.raises(KeyLoadError, match="not a private key"):
         read_private_key(write(tmp_path / "short.key", "abcd\n"))
+
+
+def load_in_a_thread(entries: list[str]) -> BaseException | None:
+    """``Keyring.load`` with a deadline: a path it opened and waited on fails the test
+    instead of hanging it."""
+    outcome: list[BaseException | None] = []
+
+    def load() -> None:
+        try:
+            Keyring.load(entries)
+        except KeyLoadError as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), f"Keyring.load({entries}) is still waiting"
+    return outcome[0]
+
+
+def test_a_fifo_a_device_or_a_directory_is_refused_unopened(tmp_path: Path) -> None:
+    # Opening a FIFO for reading waits for a writer: there is none here, so a load that
+    # opened it would still be waiting; one that read /dev/zero would read no key.
+    fifo = tmp_path / "trusted.pub"
+    os.mkfifo(fifo)
+    cases = [
+        (fifo, "a FIFO"),
+        (Path("/dev/zero"), "a character device"),
+        (tmp_path, "a directory"),
+    ]
+    for path, kind in cases:
+        error = load_in_a_thread([str(path)])
+        assert str(error) == f"cannot read key file {path}: {kind}, not a regular file"
+    # A link to a regular key file serves.
+    key = PrivateKey.generate()
+    link = tmp_path / "link.pub"
+    link.symlink_to(write(tmp_path / "real.pub", key.public.text()))
+    assert load_in_a_thread([str(link)]) is None
