@@ -228,6 +228,7 @@ class Daemon:
                 await self._reload()
         log.info("daemon.signal", action=event.value)
         await self._sensors.stop_all()
+        await self._seqs.close()
         self.notifier.stopping()
         await self._uplink.shutdown(self.config.mqtt.shutdown_flush_s)
         for task in tasks.values():

@@ -1,8 +1,10 @@
 """Per-sensor telemetry sequence numbers that never repeat, across restarts too.
 
 Writing the counter for every message would wear the SD card, so the store reserves a
-block of numbers on disk and hands them out from memory. After a crash the unused
-rest of a block is skipped: consumers see a gap in ``seq``, never a repeat.
+block of numbers on disk and hands them out from memory. A clean stop writes down the
+next number of every sensor (``close``), so the next process goes on with +1. After a
+crash the unused rest of a block is skipped: consumers see a gap in ``seq`` (less than a
+block), never a repeat.
 
 A corrupt file is set aside and numbering restarts above a floor taken from the clock
 (milliseconds since the epoch), far above anything a device has counted to: a device
@@ -68,3 +70,19 @@ class SeqStore:
             seq = self._next.get(sensor, self._floor)
         self._next[sensor] = seq + 1
         return seq
+
+    async def close(self) -> None:
+        """At a clean stop, once the pipelines have flushed: record the next number of every
+        sensor exactly, so the next process continues without a gap. A number handed out
+        afterwards reserves a new block first, so none can be handed out twice; a failed
+        write leaves the reservations on disk, and only the gap of a crash."""
+        async with self._lock:
+            exact = dict(self._next)
+            # Lowered before the write: a next() meanwhile waits for the lock and reserves.
+            reserved, self._reserved = self._reserved, exact
+            payload = json.dumps(exact, sort_keys=True).encode()
+            try:
+                await self._offload(lambda: write_atomic(self._path, payload))
+            except OSError as exc:
+                log.error("seq.save_failed", file=str(self._path), error=str(exc))
+                self._reserved = reserved
