@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from gateway.config import stages as cfg
+from gateway.config.fields import DAY_S
 from gateway.config.models import QueueConfig
 from gateway.pipeline import stages
 from gateway.pipeline.batch import Batch
@@ -145,7 +146,7 @@ def test_no_reading_is_lost_or_duplicated_between_sampler_and_queue(
         {"stage": "calibrate", "scale": {"t": 2}},
         {"stage": "median", "window": 3},
         {"stage": "ema", "alpha": 0.5},
-        {"stage": "batch", "max_readings": max_readings, "max_delay_s": 1e9},
+        {"stage": "batch", "max_readings": max_readings, "max_delay_s": DAY_S},
     ])
     pipeline = Pipeline("d", "s", build_steps(chain), "t/s", 0, seqs, queue)
 
