@@ -21,7 +21,7 @@ from gateway.cli.converters import (
     steps,
     topic_name,
 )
-from gateway.cli.options import broker_args, signing_key, topic_prefix
+from gateway.cli.options import broker, broker_args, signing_key, topic_prefix
 
 
 class Release(Command):
@@ -68,7 +68,7 @@ class Release(Command):
         except Rejected as exc:
             raise Failed(f"edge-gateway: the manifest would be refused: {exc.reason}",
                          EXIT_INVALID) from None
-        topic = over_broker(release.publish(args.broker, args.prefix, manifest, key))
+        topic = over_broker(release.publish(broker(args), args.prefix, manifest, key))
         print(f"released {manifest.channel} {manifest.version} to {manifest.percent:g} % "
               f"{'(halted) ' if manifest.halt else ''}on {topic} (kid {key.public.kid})")
         print(f"sha256 {artifact.sha256}, {artifact.size} bytes, salt {manifest.salt}")
@@ -124,7 +124,7 @@ class Rollout(Command):
         with RolloutView(sys.stdout) as view:
             driver = rollout.Rollout(plan, key, view)
             try:
-                code = asyncio.run(driver.run(args.broker))
+                code = asyncio.run(driver.run(broker(args)))
             except rollout.Refused as exc:
                 raise Failed(f"edge-gateway: {exc}", EXIT_INVALID) from None
             except BrokerError as exc:

@@ -10,7 +10,7 @@ import sys
 from gateway.cli.checks import over_broker, require_rich
 from gateway.cli.common import EXIT_OK, Command
 from gateway.cli.converters import seconds
-from gateway.cli.options import broker_args, topic_prefix
+from gateway.cli.options import broker, broker_args, topic_prefix
 
 
 class FleetStatus(Command):
@@ -35,7 +35,7 @@ class FleetStatus(Command):
 
         if not args.json:
             require_rich("fleet status")
-        fleet = over_broker(fleetstatus.collect(args.broker, args.prefix, args.settle))
+        fleet = over_broker(fleetstatus.collect(broker(args), args.prefix, args.settle))
         summary = fleetstatus.summary(fleet, time.time())
         if args.json:
             print(json.dumps(summary, indent=2))

@@ -1,8 +1,9 @@
 """The arguments several commands take, each declared once: the device file, the broker an
 operator command talks to, the key it signs with, and the devices' topic prefix.
 
-``broker_args`` is everything about reaching the broker, so that a way to authenticate
-to it is added to every operator command here, in one place.
+``broker_args`` declares everything about reaching the broker and ``broker`` reads it back
+for the command's session, so that a way to authenticate to the broker is added to every
+operator command here, in one place.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from gateway.cli.converters import broker_url, topic_name
+from gateway.config.models import BrokerUrl
 
 
 def config_file(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +22,12 @@ def config_file(parser: argparse.ArgumentParser) -> None:
 def broker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", type=broker_url, required=True, metavar="URL",
                         help="mqtt://host:port or mqtts://host:port")
+
+
+def broker(args: argparse.Namespace) -> BrokerUrl:
+    """The broker ``broker_args`` declared, as the operator's session takes it."""
+    url: BrokerUrl = args.broker
+    return url
 
 
 def signing_key(parser: argparse.ArgumentParser,

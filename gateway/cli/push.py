@@ -12,7 +12,7 @@ from pathlib import Path
 from gateway.cli.checks import over_broker, private_key, require_rich, warn_of_size
 from gateway.cli.common import Command
 from gateway.cli.converters import seconds, topic_name, version_number
-from gateway.cli.options import broker_args, signing_key, topic_prefix
+from gateway.cli.options import broker, broker_args, signing_key, topic_prefix
 
 
 class PushConfig(Command):
@@ -48,9 +48,9 @@ class PushConfig(Command):
         update = pushconfig.Update(target, args.version, config, key, args.ttl)
         warn_of_size(len(update.envelope(0.0)))
         if args.group is None:
-            return over_broker(pushconfig.push_device(args.broker, update, args.timeout,
+            return over_broker(pushconfig.push_device(broker(args), update, args.timeout,
                                                       sys.stdout))
         from gateway.operator.groupview import GroupView
 
-        return over_broker(pushconfig.push_group(args.broker, update, args.timeout, sys.stdout,
+        return over_broker(pushconfig.push_group(broker(args), update, args.timeout, sys.stdout,
                                                  GroupView(sys.stdout)))
