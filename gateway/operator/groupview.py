@@ -2,8 +2,9 @@
 device and a progress bar of those that have answered.
 
 On a terminal it is redrawn in place as answers arrive; into a file or a pipe only the
-final table is written. This is the only place ``rich`` is imported, and only by the
-operator's commands: the daemon never loads it.
+final table is written. It draws with ``rich``, as the other views do (``rolloutview``,
+``fleetview``): the command line creates it and hands it to ``pushconfig.push_group``,
+which knows it only as its ``GroupDisplay``, and the daemon never loads it.
 """
 
 from __future__ import annotations

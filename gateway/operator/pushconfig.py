@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from types import TracebackType
+from typing import Any, Protocol, TextIO
 
 from gateway.config.models import BrokerUrl
 from gateway.operator.mqtt import Received, Session
@@ -202,9 +203,22 @@ async def _read_for(mqtt: Session, seconds: float, take: Callable[[Received], bo
         pass
 
 
-async def push_group(url: BrokerUrl, update: Update, timeout_s: float, out: TextIO) -> int:
-    from gateway.operator.groupview import GroupView  # rich, only where a table is drawn
+class GroupDisplay(Protocol):
+    """Where a group push shows the answers as they arrive: entered once the update is out
+    and there are devices to wait for. The command line passes ``groupview.GroupView``
+    (rich); this module draws nothing itself."""
 
+    def __enter__(self) -> GroupDisplay: ...
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None: ...
+
+    def show(self, answers: Mapping[str, Answer | None], final: bool = False) -> None:
+        """Redraw; ``final``: those that have not answered are silent."""
+
+
+async def push_group(url: BrokerUrl, update: Update, timeout_s: float, out: TextIO,
+                     display: GroupDisplay) -> int:
     target = update.target
     members = Members(target, update.version)
     async with Session(url) as mqtt:
@@ -218,7 +232,7 @@ async def push_group(url: BrokerUrl, update: Update, timeout_s: float, out: Text
                   f"(the update stays retained on {target.set_topic} for when they connect)",
                   file=out)
             return EXIT_FAILURE
-        with GroupView(out) as view:
+        with display as view:
             view.show(members.answers)
             try:
                 async with asyncio.timeout(timeout_s):

@@ -31,7 +31,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from packaging.version import Version
 
@@ -44,9 +44,6 @@ from gateway.trust.envelope import verify
 from gateway.trust.keys import Keyring, PrivateKey
 from gateway.trust.payload import parse_firmware
 from gateway.trust.rejection import Rejected
-
-if TYPE_CHECKING:
-    from gateway.operator.rolloutview import RolloutView
 
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
 
@@ -248,8 +245,22 @@ def released(observed: Observed, plan: Plan, key: PrivateKey) -> Manifest:
     return Manifest.from_payload(payload)
 
 
+class RolloutDisplay(Protocol):
+    """What a rollout says as it goes; the command line passes ``rolloutview.RolloutView``
+    (rich), and this module draws nothing itself."""
+
+    def note(self, text: str) -> None:
+        """An event, one line."""
+
+    def show(self, tally: Tally, state: str) -> None:
+        """Where the step stands: its row, redrawn."""
+
+    def stop(self, reason: str, failures: tuple[tuple[str, str], ...] = ()) -> None:
+        """Why the rollout ends early, and the devices that count against it."""
+
+
 class Rollout:
-    def __init__(self, plan: Plan, key: PrivateKey, view: RolloutView) -> None:
+    def __init__(self, plan: Plan, key: PrivateKey, view: RolloutDisplay) -> None:
         self.plan = plan
         self.key = key
         self.view = view

@@ -3,7 +3,8 @@ failure rate, where it stands), redrawn in place on a terminal, and a line per e
 
 Into a file or a pipe the event lines are written as they happen and the table once, at the
 end, followed by the reason a rollout halted or stopped and the devices that count against
-it. Only the operator's commands import this (and so ``rich``).
+it. The command line creates it and hands it to ``rollout.Rollout``, which knows it only as
+its ``RolloutDisplay``; only the command line imports it (and so ``rich``).
 """
 
 from __future__ import annotations
