@@ -40,8 +40,7 @@ FAMILIES = {
     "42": "ds28ea00 (unsupported)",
 }
 ENABLE_HINT = (
-    "is the 1-Wire bus enabled? (dtoverlay=w1-gpio in /boot/firmware/config.txt, "
-    "then reboot)"
+    "is the 1-Wire bus enabled? (dtoverlay=w1-gpio in /boot/firmware/config.txt, then reboot)"
 )
 
 

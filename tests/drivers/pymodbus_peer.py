@@ -119,12 +119,10 @@ class PymodbusServer:
                     trace_pdu=self._count,
                 )  # fmt: skip
             else:
-                server = ModbusTcpServer(
-                    self.sim, address=("127.0.0.1", 0), trace_pdu=self._count
-                )
+                server = ModbusTcpServer(self.sim, address=("127.0.0.1", 0), trace_pdu=self._count)
             await server.serve_forever(background=True)
             if isinstance(server, ModbusTcpServer):
-                sockets = server.transport.sockets  # type: ignore[union-attr]
+                sockets = server.transport.sockets  # type: ignore[attr-defined]
                 self.tcp_port = sockets[0].getsockname()[1]
         except BaseException as exc:
             self._error = exc
@@ -132,7 +130,7 @@ class PymodbusServer:
             raise
         self._ready.set()
         await self._stop.wait()
-        await server.shutdown()
+        await server.shutdown()  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> Self:
         self._thread.start()

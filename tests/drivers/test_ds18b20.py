@@ -58,7 +58,9 @@ def test_reads_two_probes(tmp_path: Path) -> None:
 
 @settings(max_examples=30, deadline=None)
 @given(celsius=st.floats(-55.0, 125.0), t=st.floats(0.0, 1e6), seed=st.integers(0, 2**32 - 1))
-def test_reads_the_truth(tmp_path_factory: pytest.TempPathFactory, celsius: float, t: float, seed: int) -> None:
+def test_reads_the_truth(
+    tmp_path_factory: pytest.TempPathFactory, celsius: float, t: float, seed: int
+) -> None:
     probe = DS18B20Sim(PROBE_A, Climate(celsius, seed=seed), clock=lambda: t)
     w1 = tree(tmp_path_factory.mktemp("w1"), probe)
     reading = DS18B20(PROBE_A, w1.root).read()["temperature_c"]
@@ -77,9 +79,7 @@ def test_reads_the_truth(tmp_path_factory: pytest.TempPathFactory, celsius: floa
     ],
     ids=["crc NO", "85.000", "-127", "missing device"],
 )
-def test_faults(
-    tmp_path: Path, faults: Faults, error: type[Exception], message: str
-) -> None:
+def test_faults(tmp_path: Path, faults: Faults, error: type[Exception], message: str) -> None:
     w1 = tree(tmp_path, still(20.0, faults=faults))
     with pytest.raises(error, match=message):
         DS18B20(PROBE_A, w1.root).read()

@@ -22,7 +22,9 @@ from drivers.register_map import (
 )
 
 
-def reg(address: int, kind: RegisterType = "uint16", table: Table = "input", **kw: object) -> Register:
+def reg(
+    address: int, kind: RegisterType = "uint16", table: Table = "input", **kw: object
+) -> Register:
     return Register(f"r{table}{address}", table, address, kind, **kw)  # type: ignore[arg-type]
 
 
@@ -62,7 +64,11 @@ def test_plan(registers: list[Register], expected: list[tuple[str, int, int]]) -
 
 def test_plan_honours_a_smaller_limit() -> None:
     registers = [reg(a) for a in range(0, 10, 2)]
-    assert spans(plan(registers, max_count=4)) == [("input", 0, 3), ("input", 4, 3), ("input", 8, 1)]
+    assert spans(plan(registers, max_count=4)) == [
+        ("input", 0, 3),
+        ("input", 4, 3),
+        ("input", 8, 1),
+    ]
 
 
 def test_request_function_codes() -> None:
@@ -79,7 +85,11 @@ def test_plan_refuses_a_map_with_problems() -> None:
     [
         (
             [reg(0, "float32"), reg(1)],
-            [Problem(1, "input register 1 (uint16) overlaps 'rinput0' (register #0, float32 at 0)")],
+            [
+                Problem(
+                    1, "input register 1 (uint16) overlaps 'rinput0' (register #0, float32 at 0)"
+                )
+            ],
         ),
         ([reg(0), reg(0, table="holding")], []),
         (
