@@ -84,15 +84,15 @@ class ModbusTcpSimServer:
         buffers: dict[socket.socket, bytearray] = {}
         try:
             while True:
-                ready, _, _ = select.select([listener, stop, *buffers], [], [])
+                watched = [listener.fileno(), stop, *(c.fileno() for c in buffers)]
+                ready, _, _ = select.select(watched, [], [])
                 if stop in ready:
                     return
-                for source in ready:
-                    if source is listener:
-                        connection, _ = listener.accept()
-                        buffers[connection] = bytearray()
-                    elif isinstance(source, socket.socket):
-                        self._receive(source, buffers)
+                if listener.fileno() in ready:
+                    connection, _ = listener.accept()
+                    buffers[connection] = bytearray()
+                for connection in [c for c in buffers if c.fileno() in ready]:
+                    self._receive(connection, buffers)
         finally:
             for connection in buffers:
                 connection.close()
