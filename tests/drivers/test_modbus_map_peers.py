@@ -77,7 +77,7 @@ def check(reading: dict[str, float]) -> None:
         assert reading[name] == pytest.approx(value, rel=1e-6), name
 
 
-def test_rtu_reads_the_map_in_three_requests(null_modem: NullModem) -> None:
+def test_rtu_reads_the_map_in_three_requests(modbus_no_leaks: None, null_modem: NullModem) -> None:
     with (
         PymodbusServer(meter(), "rtu", null_modem.a) as server,
         ModbusMap(ModbusRTU(null_modem.b, unit=UNIT, timeout=TIMEOUT), REGISTERS) as driver,
@@ -109,7 +109,7 @@ def test_rtu_parity_reaches_the_port(parity: Literal["N", "E", "O"]) -> None:
         assert transport._serial.device.parity == parity
 
 
-def test_tcp_reads_the_map_in_three_requests() -> None:
+def test_tcp_reads_the_map_in_three_requests(modbus_no_leaks: None) -> None:
     with (
         PymodbusServer(meter(), "tcp") as server,
         ModbusMap(
