@@ -27,3 +27,8 @@ class ModbusExceptionError(DriverError):
     def __init__(self, code: int, message: str = "") -> None:
         super().__init__(message or f"modbus exception code {code}")
         self.code = code
+
+
+class InvalidReading(DriverError):
+    """The device answered well-formed, but with a value its data sheet says is not a
+    measurement (a DS18B20's 85 °C power-on value)."""

@@ -10,7 +10,7 @@ The port is a device path or a pyserial URL (``socket://HOST:PORT``,
 from __future__ import annotations
 
 import termios
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import minimalmodbus
 import serial
@@ -29,6 +29,10 @@ DEFAULT_TIMEOUT_S = 0.5
 # repeat usually gets through. An exception response is the device's considered answer,
 # so it is not repeated.
 RETRIES = 2
+
+
+Parity = Literal["N", "E", "O"]
+StopBits = Literal[1, 2]
 
 
 def signed16(value: int) -> int:
@@ -54,7 +58,8 @@ class _RecordingPort:
 
 
 class ModbusRTU:
-    """One Modbus unit on a serial port, 8N1. Also a context manager that closes the port."""
+    """One Modbus unit on a serial port, 8 data bits (8N1 unless told otherwise). Also a
+    context manager that closes the port."""
 
     # The unit a device answers as out of the box; each device class names its own.
     DEFAULT_UNIT = 1
@@ -66,6 +71,9 @@ class ModbusRTU:
         unit: int | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         retries: int = RETRIES,
+        *,
+        parity: Parity = "N",
+        stopbits: StopBits = 1,
     ) -> None:
         self.port = port
         self.unit = self.DEFAULT_UNIT if unit is None else unit
@@ -80,8 +88,8 @@ class ModbusRTU:
                     port,
                     baudrate=baudrate,
                     bytesize=serial.EIGHTBITS,
-                    parity=serial.PARITY_NONE,
-                    stopbits=serial.STOPBITS_ONE,
+                    parity=parity,
+                    stopbits=stopbits,
                     timeout=timeout,
                     write_timeout=write_timeout,
                 )
