@@ -8,9 +8,9 @@ in). Last, the new release's own ``check-config`` reads this device's file: a re
 refuses the configuration, or cannot even start that far, is never activated (the unit
 does not restart a daemon that exits 2). Each step is a subprocess with a timeout, killed
 with its children when it runs over or the update is cancelled; the unpacked wheels are
-removed once installed. A step that runs out of disk space (``No space left on device`` in
-what it says last) fails with ``space.NoSpace``, as unpacking does: the release is not to
-blame, and may fit once space is freed.
+removed once installed. A step that runs out of disk space (it says ``No space left on
+device``, or it failed with the disk all but full) fails with ``space.NoSpace``, as
+unpacking does: the release is not to blame, and may fit once space is freed.
 """
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ CHECK_TIMEOUT_S = 120.0
 OUTPUT_TAIL_BYTES = 8192
 # pip on a device: no questions, no cache growing in the state directory, no self-check.
 PIP_ENV = {"PIP_NO_INPUT": "1", "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-# What a step says when the disk is full (strerror of ENOSPC and EDQUOT).
+# What a step says when the disk is full (strerror of ENOSPC and EDQUOT); a step may say
+# only that it failed (`python -m venv` when ensurepip ran out): then less than this free.
 FULL_DISK = ("No space left on device", "Disk quota exceeded")
+FULL_BELOW_BYTES = 4 << 20
 
 
 class InstallError(Exception):
@@ -144,7 +146,8 @@ async def _run(name: str, argv: Sequence[str], timeout_s: float, disk: Path) -> 
             await asyncio.shield(proc.wait())
     if code != 0:
         said = tail.decode(errors="replace")
-        if any(full in said for full in FULL_DISK):
+        if (any(full in said for full in FULL_DISK)
+                or space.free_bytes(disk) < FULL_BELOW_BYTES):
             raise space.filled(disk, f"running {name}")
         lines = [line.strip() for line in said.splitlines()]
         last = next((line for line in reversed(lines) if line), "no output")
