@@ -1,8 +1,8 @@
 """The firmware task on a small state directory (an 8 MiB tmpfs), in process with the real
-updater, download and installer: a release larger than the disk is refused up front, a
-disk that fills while downloading or making the slot's venv fails the release without refusing it and
-leaves no partial bundle or half-made slot, a record that cannot be written is reported all
-the same, and after each the task answers the next manifest."""
+updater, download and installer: a release larger than the disk is refused up front; a disk
+that fills while downloading or making the slot's venv fails the release without refusing
+it, and leaves no partial bundle or half-made slot; a record that cannot be written is
+reported all the same; and after each the task answers the next manifest."""
 
 from __future__ import annotations
 
