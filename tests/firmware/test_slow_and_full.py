@@ -64,7 +64,7 @@ def test_a_release_larger_than_the_state_directory_is_refused_and_the_next_answe
     device.release("92.0.0", server.add("big.tar.gz", big), big)
     report = device.state("failed")
     assert report["version"] == "92.0.0"
-    assert re.fullmatch(r"not enough space: need 32 MiB, have 1[0-6] MiB", report["reason"])
+    assert re.fullmatch(r"not enough space: need 36 MiB, have 1[0-6] MiB", report["reason"])
     assert not server.requests_for("big.tar.gz")
     record = device.record()
     assert (record["state"], record["refused"]) == ("failed", None)
