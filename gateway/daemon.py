@@ -377,7 +377,7 @@ class Daemon:
         if self._firmware is None or self._firmware_installer is None:
             self._firmware_installer = install.Installer(
                 config.state_dir, self.path.resolve(), config.firmware.install_timeout_s,
-                template)
+                template, max_unpacked_bytes=config.firmware.max_unpacked_bytes)
             self._firmware = updater.Updater(
                 config.state_dir, settings, keyring,
                 updater.Running(__version__, self._running_slot, firmware_slots.launched()),
@@ -391,6 +391,7 @@ class Daemon:
         else:
             self._firmware_installer.template = template
             self._firmware_installer.timeout_s = config.firmware.install_timeout_s
+            self._firmware_installer.max_unpacked_bytes = config.firmware.max_unpacked_bytes
             await self._firmware.configured(settings, keyring)
         self._reroute_firmware(settings.manifest_topic)
 

@@ -151,6 +151,15 @@ class FirmwareConfig(Section):
     install_timeout_s: float = Field(900.0, gt=0, le=DAY_S)
     # Download progress goes to the state topic at most this often.
     progress_interval_s: Timeout = 5.0
+    # A download must average this rate over the bundle (plus a minute), and no byte
+    # coming for stall_timeout_s is a cut (retried).
+    min_rate_bytes_s: float = Field(2048.0, gt=0)
+    stall_timeout_s: Timeout = 30.0
+    # Left free on the state directory's filesystem beside an update's needs (the queue,
+    # the record); an update that does not fit is refused.
+    reserve_bytes: int = Field(64 << 20, ge=0)
+    # A bundle that unpacks to more, or has a sparse member, is refused.
+    max_unpacked_bytes: int = Field(512 << 20, gt=0)
 
 
 DISCOVERY_PREFIX = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")

@@ -8,7 +8,9 @@ in). Last, the new release's own ``check-config`` reads this device's file: a re
 refuses the configuration, or cannot even start that far, is never activated (the unit
 does not restart a daemon that exits 2). Each step is a subprocess with a timeout, killed
 with its children when it runs over or the update is cancelled; the unpacked wheels are
-removed once installed.
+removed once installed. A step that runs out of disk space (it says ``No space left on
+device``, or it failed with the disk all but full) fails with ``space.NoSpace``, as
+unpacking does: the release is not to blame, and may fit once space is freed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.firmware import bundle, slots
+from gateway.firmware import bundle, slots, space
 from gateway.firmware.state import Release
 
 # How long a killed stray install step may take to be gone (a zombie lingers until reaped).
@@ -36,6 +38,10 @@ CHECK_TIMEOUT_S = 120.0
 OUTPUT_TAIL_BYTES = 8192
 # pip on a device: no questions, no cache growing in the state directory, no self-check.
 PIP_ENV = {"PIP_NO_INPUT": "1", "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+# What a step says when the disk is full (strerror of ENOSPC and EDQUOT); a step may say
+# only that it failed (`python -m venv` when ensurepip ran out): then less than this free.
+FULL_DISK = ("No space left on device", "Disk quota exceeded")
+FULL_BELOW_BYTES = 4 << 20
 
 
 class InstallError(Exception):
@@ -61,26 +67,29 @@ class Installer:
     timeout_s: float
     template: Sequence[str] = DEFAULT_INSTALLER
     python: str = field(default_factory=lambda: sys.executable)
+    max_unpacked_bytes: int = bundle.MAX_UNPACKED_BYTES
 
     async def install(self, release: Release, archive: Path, slot: str) -> None:
-        """The release in ``slot``'s venv, ready to run; ``InstallError`` says why not."""
+        """The release in ``slot``'s venv, ready to run; ``InstallError`` says why not,
+        ``space.NoSpace`` when the disk filled."""
         root = slots.slot_dir(self.state_dir, slot)
         await asyncio.to_thread(_clear, root)
         wheels = root / "bundle"
         try:
-            await asyncio.to_thread(bundle.unpack, archive, wheels)
+            await asyncio.to_thread(bundle.unpack, archive, wheels, self.max_unpacked_bytes)
         except bundle.BundleError as exc:
             raise InstallError(str(exc)) from None
         venv = slots.venv_of(self.state_dir, slot)
-        await _run("python -m venv", [self.python, "-m", "venv", str(venv)], self.timeout_s)
+        await _run("python -m venv", [self.python, "-m", "venv", str(venv)], self.timeout_s,
+                   root)
         await _run("the installer", fill(self.template, wheels, venv, release.version),
-                   self.timeout_s)
+                   self.timeout_s, root)
         command = slots.command_of(self.state_dir, slot)
         if not os.access(command, os.X_OK):
             raise InstallError(f"the installer left no {command}")
         try:
             await _run("check-config", [str(command), "check-config", str(self.config_path)],
-                       CHECK_TIMEOUT_S)
+                       CHECK_TIMEOUT_S, root)
         except InstallError as exc:
             raise InstallError(f"{release.version} refuses this device: {exc}") from None
         await asyncio.to_thread(shutil.rmtree, wheels, ignore_errors=True)
@@ -111,9 +120,10 @@ def _clear(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
-async def _run(name: str, argv: Sequence[str], timeout_s: float) -> None:
+async def _run(name: str, argv: Sequence[str], timeout_s: float, disk: Path) -> None:
     """Runs ``argv`` to completion within ``timeout_s``; ``InstallError`` with the last line
-    it wrote when it fails."""
+    it wrote when it fails, ``space.NoSpace`` when it failed for want of space on
+    ``disk``."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -135,6 +145,10 @@ async def _run(name: str, argv: Sequence[str], timeout_s: float) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
             await asyncio.shield(proc.wait())
     if code != 0:
-        lines = [line.strip() for line in tail.decode(errors="replace").splitlines()]
+        said = tail.decode(errors="replace")
+        if (any(full in said for full in FULL_DISK)
+                or space.free_bytes(disk) < FULL_BELOW_BYTES):
+            raise space.filled(disk, f"running {name}")
+        lines = [line.strip() for line in said.splitlines()]
         last = next((line for line in reversed(lines) if line), "no output")
         raise InstallError(f"{name} exited {code}: {last}")

@@ -15,6 +15,13 @@ the daemon restarts again. A release that crashes or cannot import never gets th
 launcher counts its starts and rolls it back (``launcher``). A version refused or rolled
 back is not tried again until a newer one comes.
 
+A release starts only when it fits: its download, what it unpacks to (``space``) and
+``firmware.reserve_bytes`` must be free on the state directory's filesystem (the slot it
+replaces counts as free). Running out of space anyway, at any step, is ``failed`` with a
+reason that starts ``not enough space``: the partial bundle and the half-made slot are
+removed, the version is not refused, and the task goes on answering manifests; when even
+the record cannot be written, the report still goes out.
+
 Every state is written (``state``) before it is acted on and reported after, so a restart at
 any point resumes (a download from the bytes on disk, an install from scratch) or rolls
 back; the record is published again at every start, so a report lost with the process is
@@ -41,8 +48,8 @@ import structlog
 from packaging.version import InvalidVersion, Version
 
 from gateway.config.models import Config
-from gateway.firmware import health, manifest, slots, state
-from gateway.firmware.download import Download, DownloadError, sha256_of
+from gateway.firmware import health, manifest, slots, space, state
+from gateway.firmware.download import Download, DownloadError, Limits, sha256_of
 from gateway.firmware.install import InstallError
 from gateway.firmware.state import Record, Release, Trial
 from gateway.trust.keys import Keyring
@@ -79,13 +86,17 @@ class Settings:
     health_timeout_s: float
     max_trial_boots: int
     progress_interval_s: float
+    limits: Limits
+    reserve_bytes: int
 
     @classmethod
     def of(cls, config: Config) -> Settings:
         firmware = config.firmware
         return cls(config.device_id, config.mqtt.topic_prefix, firmware.channel,
                    firmware.health_timeout_s, firmware.max_trial_boots,
-                   firmware.progress_interval_s)
+                   firmware.progress_interval_s,
+                   Limits(firmware.min_rate_bytes_s, firmware.stall_timeout_s),
+                   firmware.reserve_bytes)
 
     @property
     def manifest_topic(self) -> str:
@@ -240,7 +251,7 @@ class Updater:
         if message.topic != self.settings.manifest_topic or self._restarting:
             return  # an old channel's, delivered before the switch; or this process is done
         async with self._handling:
-            await self._decide(message)
+            await self._decide_or_log(message)
 
     # -- decisions -----------------------------------------------------------------------
 
@@ -263,6 +274,14 @@ class Updater:
         """Installing or on trial: the release finishes, commits or rolls back first."""
         return self.record.state == state.AWAITING_HEALTH or (
             self._job is not None and self.record.state == state.INSTALLING)
+
+    async def _decide_or_log(self, message: Message) -> None:
+        """A manifest whose decision cannot be recorded (a full or failing disk) is not
+        acted on; the task goes on with the next."""
+        try:
+            await self._decide(message)
+        except OSError as exc:
+            log.error("firmware.state_not_written", error=str(exc))
 
     async def _decide(self, message: Message) -> None:
         decision = manifest.decide(message.payload, self._keyring, self._device(),
@@ -311,7 +330,7 @@ class Updater:
         async with self._handling:
             message, self._pending = self._pending, None
             if message is not None and not self._restarting:
-                await self._decide(message)
+                await self._decide_or_log(message)
 
     # -- the work ------------------------------------------------------------------------
 
@@ -336,40 +355,71 @@ class Updater:
         return self._downloads() / f"{release.sha256}.tar.gz"
 
     async def _work(self, release: Release) -> None:
+        archive = self._archive(release)
+        slot = slots.other(self.running.slot)
+        installing = False
         try:
-            archive = self._archive(release)
             await self._offload(lambda: _keep_only(archive.parent, archive))
+            await self._make_room(release, archive, slot)
             if self.record.state != state.INSTALLING or not await self._intact(archive,
                                                                                 release):
                 await self._fetch(release, archive)
             await self._enter(state.INSTALLING, version=release.version, release=release)
-            slot = slots.other(self.running.slot)
+            installing = True
             try:
                 await self._installer.install(release, archive, slot)
             except InstallError as exc:
-                await self._installer.discard(slot)
                 raise _Failed(exc.reason, refuse=True) from None
             finally:
                 await self._offload(lambda: archive.unlink(missing_ok=True))
             await self._activate(release, slot)
-        except _Failed as exc:
-            await self._enter(state.FAILED, version=release.version, reason=exc.reason,
-                              release=None,
-                              refused=release.version if exc.refuse else self.record.refused)
-            log.error("firmware.failed", version=release.version, reason=exc.reason)
-        except OSError as exc:  # the state directory: full, read-only; worth another try
-            reason = f"{type(exc).__name__}: {exc}"
-            await self._enter(state.FAILED, version=release.version, reason=reason,
-                              release=None)
-            log.error("firmware.failed", version=release.version, reason=reason)
+        except (_Failed, space.NoSpace, OSError) as exc:
+            if isinstance(exc, _Failed):
+                reason, refuse = exc.reason, exc.refuse
+            elif isinstance(exc, space.NoSpace) or space.is_full(exc):
+                # Worth another try once there is room; what the update made goes now.
+                reason, refuse = _no_space(exc, self._dir).reason, False
+                await self._offload(lambda: archive.unlink(missing_ok=True))
+            else:  # the state directory read-only or failing: worth another try
+                reason, refuse = f"{type(exc).__name__}: {exc}", False
+            if installing:
+                await self._installer.discard(slot)
+            await self._fail(release, reason, refuse)
         finally:
             self._job, self._job_release = None, None
         if self._pending is not None:
             self._spawn(self._replay(), "firmware-replay")
 
+    async def _fail(self, release: Release, reason: str, refuse: bool) -> None:
+        refused = release.version if refuse else self.record.refused
+        try:
+            await self._enter(state.FAILED, version=release.version, reason=reason,
+                              release=None, refused=refused)
+        except OSError as exc:
+            # Said all the same: the record on disk resumes the release at the next start,
+            # which fails the same way or goes on.
+            self.record = self.record.to(state.FAILED, ts=self._clock(),
+                                         version=release.version, reason=reason,
+                                         release=None, refused=refused)
+            self._publish(self.record)
+            log.error("firmware.state_not_written", state=state.FAILED, error=str(exc))
+        log.error("firmware.failed", version=release.version, reason=reason)
+
+    async def _make_room(self, release: Release, archive: Path, slot: str) -> None:
+        """``space.NoSpace`` unless the rest of the download, what the bundle unpacks to
+        and the reserve are free; what the slot to install into holds is freed first."""
+        def check() -> None:
+            have = archive.stat().st_size if archive.exists() else 0
+            need = (max(release.size - have, 0) + space.UNPACKED_FACTOR * release.size
+                    + self.settings.reserve_bytes)
+            space.require(self._dir, need,
+                          reclaimable=space.tree_bytes(slots.slot_dir(self._dir, slot)))
+
+        await self._offload(check)
+
     async def _fetch(self, release: Release, archive: Path) -> None:
         """``verifying`` passed with the bundle in ``archive``, or ``_Failed``."""
-        download = Download(release.url, archive, release.size)
+        download = Download(release.url, archive, release.size, limits=self.settings.limits)
         if download.received < release.size:
             await self._enter(state.DOWNLOADING, version=release.version, release=release,
                               progress=_fraction(download.received, release.size))
@@ -396,7 +446,7 @@ class Updater:
                 await self._offload(lambda: download.path.unlink(missing_ok=True))
             raise _Failed(exc.reason, refuse=exc.permanent) from None
         finally:
-            if not future.done():  # cancelled: the thread stops at its next chunk
+            if not future.done():  # cancelled: the thread stops at once
                 download.stop()
                 await _settle(future)
                 future.exception()  # retrieved: the download's outcome no longer matters
@@ -470,9 +520,13 @@ class Updater:
         """Written first, then reported: what was reported is always on disk. A write is
         waited for even when the task is cancelled meanwhile, so writes land in order."""
         async with self._writing:
-            self.record = record
+            previous, self.record = self.record, record
             write = asyncio.ensure_future(self._offload(lambda: state.save(self._dir, record)))
-            await _settle(write)
+            try:
+                await _settle(write)
+            finally:
+                if write.exception() is not None:
+                    self.record = previous  # not on disk: not the record
             write.result()
         self._publish(record)
         log.info("firmware.state", state=record.state, version=record.version,
@@ -483,6 +537,12 @@ class Updater:
 
     def _publish(self, record: Record) -> None:
         self._host.report(self.settings.state_topic, record.report())
+
+
+def _no_space(exc: Exception, state_dir: Path) -> space.NoSpace:
+    if isinstance(exc, space.NoSpace):
+        return exc
+    return space.filled(state_dir, "updating")
 
 
 def _fraction(have: int, size: int) -> float:

@@ -36,7 +36,8 @@ FULL: dict[str, Any] = {
     "heartbeat": {"interval_s": 30.0},
     "remote_config": {"apply_timeout_s": 20.0},
     "firmware": {"health_timeout_s": 60.0, "install_timeout_s": 600.0,
-                 "progress_interval_s": 2.0},
+                 "progress_interval_s": 2.0, "min_rate_bytes_s": 4096.0,
+                 "stall_timeout_s": 20.0},
     "sensors": [
         {
             "name": "room", "driver": "sht3x", "bus": "sim", "interval_s": 1.5,
@@ -177,6 +178,7 @@ BOUNDED = [
     (("remote_config", "apply_timeout_s"), fields.HOUR_S),
     (("firmware", "health_timeout_s"), fields.HOUR_S),
     (("firmware", "progress_interval_s"), fields.HOUR_S),
+    (("firmware", "stall_timeout_s"), fields.HOUR_S),
 ]
 
 

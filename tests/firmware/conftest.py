@@ -1,10 +1,11 @@
 """Fixtures of the firmware tests: release bundles built once per session, an HTTP server
-per module, and devices (each with a Mosquitto of its own, so no retained manifest of one
-test reaches the next)."""
+per module, devices (each with a Mosquitto of its own, so no retained manifest of one test
+reaches the next), and small disks (tmpfs mounts of a given size: the tests run as root)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -56,3 +57,23 @@ def make_device(broker: Broker, tmp_path: Path, key: SigningKey,
     finally:
         for device in made:
             device.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[Path, str], Path]]:
+    """``mount(DIR, "8m")``: a filesystem of that size at DIR, gone after the test."""
+    mounted: list[Path] = []
+
+    def mount(where: Path, size: str) -> Path:
+        where.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                       check=True)
+        mounted.append(where)
+        return where
+
+    try:
+        yield mount
+    finally:
+        for where in reversed(mounted):
+            subprocess.run(["umount", str(where)], check=True)
+

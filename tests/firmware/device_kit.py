@@ -53,7 +53,15 @@ class Served:
     no_length: bool = False
     # Answer a Range request with the whole file, as a server without ranges does.
     ranges: bool = True
+    # Claim this Content-Length, whatever the body is.
+    length: int | None = None
+    # Send this many bytes of the first whole-file response, then nothing more (the
+    # connection open) until the server closes.
+    stall_at: int | None = None
+    # Never answer a request: accept it and wait until the server closes.
+    hang: bool = False
     cuts: int = 0
+    stalls: int = 0
 
 
 @dataclass
@@ -73,6 +81,7 @@ class FileServer:
     def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
         self.files: dict[str, Served] = {}
         self.requests: list[Request] = []
+        self._closing = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -112,6 +121,10 @@ class FileServer:
             request.status = 404
             handler.send_error(404)
             return
+        if served.hang:
+            self._closing.wait()
+            request.over = True
+            return
         data, start = served.data, 0
         size = data.stat().st_size if isinstance(data, Path) else len(data)
         match = re.fullmatch(r"bytes=(\d+)-", request.range or "") if served.ranges else None
@@ -126,18 +139,26 @@ class FileServer:
         else:
             handler.send_response(200)
         request.status = 206 if match else 200
-        if not served.no_length:
+        if served.length is not None:
+            handler.send_header("Content-Length", str(served.length))
+        elif not served.no_length:
             handler.send_header("Content-Length", str(size - start))
         handler.end_headers()
         length = size - start
         if served.cut_at is not None and not match and served.cuts == 0:
             served.cuts += 1
             length = served.cut_at
+        stall = served.stall_at is not None and not match and served.stalls == 0
+        if stall:
+            served.stalls += 1
+            length = served.stall_at or 0
         source = data.open("rb") if isinstance(data, Path) else io.BytesIO(data)
         try:
             with source:
                 source.seek(start)
                 self._send(handler, source, length, None if match else served.rate, request)
+            if stall:
+                self._closing.wait()
         except OSError:
             handler.close_connection = True
         finally:
@@ -147,17 +168,20 @@ class FileServer:
     def _send(handler: BaseHTTPRequestHandler, source: BinaryIO, length: int,
               rate: float | None, request: Request) -> None:
         started = time.monotonic()
+        # Paced, a tenth of a second's worth at a time: a drip at 1 B/s is one byte a second.
+        step = 16384 if rate is None else max(1, min(16384, int(rate / 10)))
         while request.sent < length:
             if rate is not None:
                 delay = started + request.sent / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            chunk = source.read(min(16384, length - request.sent))
+            chunk = source.read(min(step, length - request.sent))
             handler.wfile.write(chunk)
+            handler.wfile.flush()
             request.sent += len(chunk)
-        handler.wfile.flush()
 
     def close(self) -> None:
+        self._closing.set()
         self._http.shutdown()
         self._http.server_close()
         self._thread.join(10)
@@ -402,3 +426,21 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = 30) -> 
             raise AssertionError(f"not within {timeout} s: {what}")
         time.sleep(0.05)
     return result
+
+
+def fill(disk: Path, name: str = "ballast") -> Path:
+    """A file that takes every free byte of ``disk``."""
+    path = disk / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    block = bytes(65536)
+    try:
+        while True:
+            try:
+                os.write(fd, block)
+            except OSError:
+                if len(block) == 1:
+                    break
+                block = block[:len(block) // 2]
+    finally:
+        os.close(fd)
+    return path
