@@ -38,10 +38,9 @@ PACKET_OVERHEAD_BYTES = 1024
 OnMessage = Callable[[SupervisedClient, str, bytes, int, object], int]
 
 
-def packet_limit(max_payload_bytes: int | None) -> int | None:
-    """The MQTT 5 Maximum Packet Size to advertise for payloads up to ``max_payload_bytes``
-    (None: no limit)."""
-    return None if max_payload_bytes is None else max_payload_bytes + PACKET_OVERHEAD_BYTES
+def packet_limit(max_payload_bytes: int) -> int:
+    """The MQTT 5 Maximum Packet Size to advertise for payloads up to ``max_payload_bytes``."""
+    return max_payload_bytes + PACKET_OVERHEAD_BYTES
 
 
 @dataclass(frozen=True)

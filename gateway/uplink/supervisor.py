@@ -71,7 +71,8 @@ class Uplink:
         self._protocols = ProtocolMemory()
         # Built for the settings they name (``tls.load``), in a thread, once per settings.
         self._credentials: tuple[MqttConfig, tls.Credentials] | None = None
-        self._max_payload_bytes: int | None = None
+        # The advertised Maximum Packet Size (MQTT 5), if ``limit_incoming`` set one.
+        self._max_packet_bytes: int | None = None
         self.reconnects = 0
         self.last_error: str | None = None
         self._routes = Routes(lambda: self._client)
@@ -79,7 +80,7 @@ class Uplink:
         self._acks: AckTracker | None = None
         # Unacknowledged QoS 1 publishes the current connection allows at once.
         self._window = 1
-        # The Maximum Packet Size the current connection advertised (MQTT 5).
+        # The Maximum Packet Size of the connection made or being made (MQTT 5 only).
         self._advertised: int | None = None
         # The current connection's "lost" event, set to end it on purpose.
         self._lost: asyncio.Event | None = None
@@ -121,10 +122,9 @@ class Uplink:
         Size, with room for the topic and headers) and drops larger messages before sending
         them. A lower limit takes effect at the next connect; a higher one reconnects now,
         so that nothing the routes now take is dropped meanwhile."""
-        self._max_payload_bytes = max_payload_bytes
-        wanted = packet_limit(max_payload_bytes)
-        if self._advertised is not None and wanted is not None and wanted > self._advertised:
-            log.info("uplink.packet_limit_raised", max_packet_bytes=wanted)
+        self._max_packet_bytes = packet_limit(max_payload_bytes)
+        if self._advertised is not None and self._max_packet_bytes > self._advertised:
+            log.info("uplink.packet_limit_raised", max_packet_bytes=self._max_packet_bytes)
             self._reconnect_now()
 
     def _reconnect_now(self) -> None:
@@ -198,10 +198,13 @@ class Uplink:
         try:
             credentials = await self._credentials_for(config)
             dial = Dial(config, config.client_id or self._identity.device_id,
-                        self._status_topic, credentials, packet_limit(self._max_payload_bytes),
+                        self._status_topic, credentials, self._max_packet_bytes,
                         self._routes.deliver, acks)
+            self._advertised = dial.max_packet_bytes
             (client, lost), protocol = await self._protocols.negotiate(
                 str(broker), config.protocol, lambda version: dial.attempt(broker, version))
+            if protocol != "5":
+                self._advertised = None  # 3.1.1 cannot say: a reconnect would not help
             self._lost = lost
             self._acks = acks
             self._reports.connected()
@@ -209,7 +212,6 @@ class Uplink:
                 lost.set()  # settings changed while connecting: this connection is stale
             flow = publisher.Flow.of(config, protocol, client.receive_maximum)
             self._window = flow.window
-            self._advertised = dial.max_packet_bytes if protocol == "5" else None
             log.info("uplink.connected", broker=str(broker), window=flow.window)
             self._publish_online(client)
             self._client, self._broker = client, broker
