@@ -126,6 +126,18 @@ def _fixed_changed(new: Config, running: Config) -> list[str]:
     return changed
 
 
+def _largest_incoming(config: Config) -> int:
+    """The largest payload any inbox keeps: a config envelope or, with trusted keys (the
+    firmware task runs only with them), a firmware manifest. Home Assistant's birth is far
+    smaller than either; the broker drops anything larger (MQTT 5)."""
+    largest = config.remote_config.max_envelope_bytes
+    if not config.remote_config.trusted_keys:
+        return largest
+    from gateway.firmware.updater import MANIFEST_MAX_BYTES  # loaded with firmware on anyway
+
+    return max(largest, MANIFEST_MAX_BYTES)
+
+
 class Daemon:
     def __init__(self, path: Path, document: configfile.Document) -> None:
         self.path = path
@@ -340,6 +352,7 @@ class Daemon:
         for topic in set(wanted) - set(self._routes):
             self._uplink.route(topic, self._inbox)
         self._routes = wanted
+        self._uplink.limit_incoming(_largest_incoming(config))
 
     async def _discover(self, config: Config) -> None:
         """Home Assistant discovery follows the config. It is set up the first time it is

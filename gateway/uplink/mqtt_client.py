@@ -44,13 +44,16 @@ class AckTracker(PersistentStorage):  # type: ignore[misc]
     # empty store must not be falsy.
     @property
     def pending(self) -> int:
+        """QoS 1 publishes awaiting their PUBACK."""
         return len(self._messages)
 
     def push_message(self, mid: int, raw_package: bytes) -> None:
+        """gmqtt stores a publish: remember its packet id as ``last_mid``."""
         super().push_message(mid, raw_package)
         self.last_mid = mid
 
     def remove_message_by_mid(self, mid: int) -> None:
+        """gmqtt got the PUBACK of ``mid``: report it."""
         super().remove_message_by_mid(mid)
         self.changed.set()
         self._on_ack(mid)
@@ -79,10 +82,11 @@ class SupervisedClient(Client):  # type: ignore[misc]
         return self.connack_code in VERSION_REFUSALS
 
     async def reconnect(self, delay: bool = False) -> None:
-        return None
+        """Never: a lost connection is the supervisor's to replace."""
 
     @property
     def receive_maximum(self) -> int:
+        """How many QoS 1 publishes the broker takes unacknowledged (MQTT 5 CONNACK)."""
         values = self._package_handler._connack_properties.get("receive_maximum")
         return int(values[0]) if values else DEFAULT_RECEIVE_MAXIMUM
 
@@ -91,6 +95,7 @@ class SupervisedClient(Client):  # type: ignore[misc]
         return time.monotonic() - float(self._connection._last_data_in)
 
     def ping(self) -> None:
+        """Send a PINGREQ now."""
         self._connection._send_ping_request()
 
     def abort(self) -> None:
@@ -114,4 +119,5 @@ class SupervisedClient(Client):  # type: ignore[misc]
 
     @property
     def has_connection(self) -> bool:
+        """Whether a transport is open and not closing."""
         return self._connection is not None and not self._connection.is_closing()

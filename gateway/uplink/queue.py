@@ -42,6 +42,8 @@ DELETE_BATCH = 200
 
 @dataclass(slots=True)
 class Message:
+    """One encoded message on its way to the broker, as it waits in either tier."""
+
     topic: str
     payload: bytes
     qos: int
@@ -55,11 +57,14 @@ class Message:
 
     @property
     def size(self) -> int:
+        """What it counts against the memory bound, in bytes."""
         return len(self.topic) + len(self.payload)
 
 
 @dataclass
 class QueueStats:
+    """The queue's figures for the heartbeat and the diagnostics report."""
+
     depth: int
     bytes: int
     in_flight: int
@@ -69,6 +74,8 @@ class QueueStats:
 
 
 class MessageQueue:
+    """The bounded two-tier queue of messages the broker has not yet acknowledged."""
+
     def __init__(self, config: QueueConfig, state_dir: Path | None = None) -> None:
         self._config = config
         self._memory: deque[Message] = deque()
@@ -97,9 +104,8 @@ class MessageQueue:
         self.dropped: Counter[str] = Counter()
         self.spilled = 0
 
-    # -- lifecycle -------------------------------------------------------------------
-
     async def open(self) -> None:
+        """Open the disk tier, if any, and take up what an earlier run left in it."""
         if self._store is None:
             return
         self._io = ThreadPoolExecutor(1, thread_name_prefix="queue-disk")
@@ -156,9 +162,8 @@ class MessageQueue:
             self._store.max_bytes = config.disk_max_bytes
             self._changed.set()
 
-    # -- producer side -----------------------------------------------------------------
-
     def put(self, message: Message) -> None:
+        """Queue ``message`` now, or drop by the policy when both tiers are full."""
         if self._memory_full() and not self._make_room(message):
             return
         self._key += 1
@@ -186,8 +191,6 @@ class MessageQueue:
             self._memory_bytes -= oldest.size
             self.dropped[oldest.sensor] += 1
         return True
-
-    # -- consumer side -----------------------------------------------------------------
 
     async def take(self) -> Message:
         """The oldest message not in flight; it stays queued until ``ack``."""
@@ -228,6 +231,7 @@ class MessageQueue:
         return self._disk_buffer or self._memory or None
 
     def ack(self, message: Message) -> None:
+        """``message`` reached the broker: it leaves the queue (a second ack is ignored)."""
         acked = self._in_flight.pop(message.key, None)
         if acked is None:
             return  # acked twice after a resend
@@ -261,14 +265,14 @@ class MessageQueue:
             self._acked.clear()
             await self._acked.wait()
 
-    # -- figures -----------------------------------------------------------------------
-
     @property
     def depth(self) -> int:
+        """How many messages are queued, in flight included."""
         memory_in_flight = sum(1 for m in self._in_flight.values() if not m.on_disk)
         return len(self._memory) + memory_in_flight + self._disk_count - len(self._deletes)
 
     def stats(self) -> QueueStats:
+        """The queue's figures now."""
         in_flight_bytes = sum(m.size for m in self._in_flight.values() if not m.on_disk)
         return QueueStats(
             depth=self.depth,
@@ -278,8 +282,6 @@ class MessageQueue:
             spilled=self.spilled,
             dropped_by_sensor=dict(self.dropped),
         )
-
-    # -- disk tier ---------------------------------------------------------------------
 
     async def _disk(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._io is not None

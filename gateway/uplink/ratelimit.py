@@ -7,6 +7,8 @@ import time
 
 
 class TokenBucket:
+    """Up to ``rate`` acquisitions a second, with a small burst."""
+
     def __init__(self, rate: float, burst: float | None = None) -> None:
         self.rate = rate
         # A tenth of a second's worth: enough to absorb scheduling jitter, too little for
@@ -16,6 +18,7 @@ class TokenBucket:
         self._stamp = time.monotonic()
 
     async def acquire(self) -> None:
+        """Wait until a token is free, and take it."""
         while True:
             now = time.monotonic()
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)

@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS messages (
 
 @dataclass(frozen=True, slots=True)
 class Row:
+    """A queued message as the disk tier stores it."""
+
     key: int
     sensor: str
     topic: str
@@ -42,10 +44,14 @@ class Row:
 
 
 def row_size(topic: str, payload: bytes) -> int:
+    """What a row counts against the disk bound, in bytes."""
     return len(topic) + len(payload) + ROW_OVERHEAD
 
 
 class SpillStore:
+    """The queue's SQLite tier: rows by key, within ``max_bytes``. Blocking: one worker
+    thread uses it."""
+
     def __init__(self, path: Path, max_bytes: int) -> None:
         self.path = path
         self.max_bytes = max_bytes
@@ -89,11 +95,13 @@ class SpillStore:
 
     @property
     def db(self) -> sqlite3.Connection:
+        """The open database; raises if the store is not open."""
         if self._db is None:
             raise RuntimeError("spill store is not open")
         return self._db
 
     def room(self) -> int:
+        """Bytes left under ``max_bytes``."""
         return self.max_bytes - self.bytes
 
     def append(self, rows: list[Row], evict: bool) -> tuple[int, list[tuple[int, str]]]:
@@ -138,6 +146,7 @@ class SpillStore:
         return stored, evicted
 
     def load(self, after_key: int, limit: int) -> list[Row]:
+        """Up to ``limit`` rows with a key above ``after_key``, oldest first."""
         rows = self.db.execute(
             "SELECT key, sensor, topic, qos, payload FROM messages WHERE key > ? "
             "ORDER BY key LIMIT ?",
@@ -146,6 +155,7 @@ class SpillStore:
         return [Row(k, s, t, q, bytes(p)) for k, s, t, q, p in rows]
 
     def delete(self, keys: Iterable[int]) -> None:
+        """Delete the rows with these keys (those already gone are skipped)."""
         keys = list(keys)
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
@@ -159,6 +169,7 @@ class SpillStore:
                 self.bytes -= sum(size for (size,) in gone)
 
     def close(self) -> None:
+        """Close the database; the file keeps the rows."""
         if self._db is not None:
             self._db.close()
             self._db = None

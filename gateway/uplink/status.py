@@ -1,4 +1,4 @@
-"""The retained status payloads of SPEC section 4 (``P/D/status``).
+"""The device's identity and the retained status payloads of SPEC section 4 (``P/D/status``).
 
 The online status also names the device's groups (beyond SPEC), so an operator's
 ``push-config --group`` learns from the broker alone which devices it should hear from.
@@ -11,7 +11,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the device says it is in its online status; ``boot_id`` is new at every start."""
+
+    device_id: str
+    version: str
+    boot_id: str
+    groups: tuple[str, ...] = ()
 
 
 def _dumps(obj: Any) -> bytes:
@@ -19,11 +30,13 @@ def _dumps(obj: Any) -> bytes:
 
 
 def online(ts: float, version: str, boot_id: str, groups: Sequence[str] = ()) -> bytes:
+    """The status published on every CONNACK."""
     return _dumps({"state": "online", "ts": ts, "version": version, "boot_id": boot_id,
                    "groups": list(groups)})
 
 
 def offline(reason: str, ts: float | None = None) -> bytes:
+    """The status of a device gone: the last will (``connection lost``) or a clean stop."""
     payload: dict[str, Any] = {"state": "offline", "reason": reason}
     if ts is not None:
         payload["ts"] = ts
