@@ -5,7 +5,7 @@ ever), a terminal or another device (a read waits for input, or never ends), or 
 directory. Such a path is refused with what it is before it is opened; the open itself
 does not wait (``O_NONBLOCK``) and is checked again, so a file swapped in between cannot
 block either. A leaf of the standard library only: ``config`` and ``trust``, which import
-nothing else of the gateway, both read through it.
+nothing else of the gateway, and the uplink's credentials all read through it.
 """
 
 from __future__ import annotations
@@ -35,10 +35,16 @@ def _refuse_unless_regular(path: Path, mode: int) -> None:
     raise NotRegularFile(errno.EINVAL, f"{kind}, not a regular file", str(path))
 
 
+def require_regular(path: Path) -> None:
+    """For a file a library opens by its path (a TLS certificate): raises ``OSError``
+    (``NotRegularFile`` for a FIFO, device, socket or directory)."""
+    _refuse_unless_regular(path, path.stat().st_mode)
+
+
 def read_regular(path: Path, limit: int) -> bytes:
     """At most ``limit`` bytes of the regular file at ``path``. Raises ``OSError``
     (``NotRegularFile`` for a FIFO, device, socket or directory)."""
-    _refuse_unless_regular(path, path.stat().st_mode)
+    require_regular(path)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as file:
         _refuse_unless_regular(path, os.fstat(fd).st_mode)

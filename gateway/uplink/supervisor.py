@@ -24,7 +24,7 @@ from dataclasses import replace
 
 import structlog
 
-from gateway.config.models import Backoff, BrokerUrl, MqttConfig
+from gateway.config.mqtt import Backoff, BrokerUrl, MqttConfig
 from gateway.uplink import liveness, publisher, status, tls
 from gateway.uplink.connect import Dial, close, describe, packet_limit
 from gateway.uplink.inbox import Inbox

@@ -5,19 +5,18 @@ and the client certificate and key. They are built once per settings, in a threa
 the event loop and never again at each reconnect, so a slow card or a strange path cannot
 stall telemetry or the watchdog. A path that is a FIFO would block whoever opens it until a
 writer comes, and a device or a directory is never a key or a password: every file named
-must be a regular file, checked before it is opened (and the password file opened without
-blocking, then checked again), and refused with its setting and path otherwise.
+must be a regular file (``gateway.regularfile``: checked before it is opened, the password
+file opened without blocking and checked again), refused with its setting and path otherwise.
 """
 
 from __future__ import annotations
 
-import os
 import ssl
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config.models import MqttConfig
+from gateway.config.mqtt import MqttConfig
+from gateway.regularfile import read_regular, require_regular
 
 # Far above any password; a password file larger than this is not one.
 PASSWORD_MAX_BYTES = 64 * 1024
@@ -50,15 +49,10 @@ def load(config: MqttConfig) -> Credentials:
 
 def _read_password(path: Path) -> str:
     setting = "mqtt.password_file"
-    _check_regular(setting, path)
     try:
-        # Not blocking: a FIFO put there since the check must not hang this thread.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        data = read_regular(path, PASSWORD_MAX_BYTES + 1)
     except OSError as exc:
         raise CredentialsError(f"{setting} {path}: {exc.strerror}") from exc
-    with os.fdopen(fd, "rb") as file:
-        _refuse_irregular(setting, path, os.fstat(file.fileno()).st_mode)
-        data = file.read(PASSWORD_MAX_BYTES + 1)
     if len(data) > PASSWORD_MAX_BYTES:
         raise CredentialsError(f"{setting} {path}: larger than {PASSWORD_MAX_BYTES} bytes")
     try:
@@ -89,22 +83,9 @@ def _tls_context(config: MqttConfig) -> ssl.SSLContext:
 
 def _check_regular(setting: str, path: Path) -> None:
     try:
-        mode = path.stat().st_mode
+        require_regular(path)
     except OSError as exc:
         raise CredentialsError(f"{setting} {path}: {exc.strerror}") from exc
-    _refuse_irregular(setting, path, mode)
-
-
-def _refuse_irregular(setting: str, path: Path, mode: int) -> None:
-    if not stat.S_ISREG(mode):
-        raise CredentialsError(f"{setting} {path}: not a regular file ({_kind(mode)})")
-
-
-def _kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-             (stat.S_ISSOCK, "a socket"))
-    return next((name for test, name in kinds if test(mode)), "not a file")
 
 
 def _reason(exc: BaseException) -> str:

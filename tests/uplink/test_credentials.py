@@ -75,7 +75,7 @@ def fifo(tmp_path: Path) -> Iterator[FifoWatch]:
 def test_a_fifo_password_file_is_refused_without_being_opened(fifo: FifoWatch) -> None:
     with pytest.raises(tls.CredentialsError) as refused:
         tls.load(settings(username="gw", password_file=str(fifo.path)))
-    assert str(refused.value) == f"mqtt.password_file {fifo.path}: not a regular file (a FIFO)"
+    assert str(refused.value) == f"mqtt.password_file {fifo.path}: a FIFO, not a regular file"
     assert not fifo.opened
 
 
@@ -103,7 +103,7 @@ def test_files_that_are_not_regular_are_refused_with_their_path(
         mqtt["tls"] = tls_files | {setting.removeprefix("tls."): str(named_path)}
     with pytest.raises(tls.CredentialsError) as refused:
         tls.load(settings(**mqtt))
-    assert str(refused.value) == f"mqtt.{setting} {named_path}: not a regular file ({kind})"
+    assert str(refused.value) == f"mqtt.{setting} {named_path}: {kind}, not a regular file"
 
 
 def test_missing_and_unparsable_tls_files_name_their_setting(tmp_path: Path) -> None:
@@ -159,7 +159,7 @@ def test_an_uplink_with_a_fifo_password_keeps_retrying_and_the_loop_keeps_turnin
         return uplink, seen, logs
 
     uplink, seen, logs = asyncio.run(asyncio.wait_for(scenario(), 30))
-    refusal = f"mqtt.password_file {fifo.path}: not a regular file (a FIFO)"
+    refusal = f"mqtt.password_file {fifo.path}: a FIFO, not a regular file"
     assert uplink.last_error == f"CredentialsError: {refusal}"
     assert not uplink.connected
     assert not fifo.opened
