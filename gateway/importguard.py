@@ -4,9 +4,10 @@
 ``rich`` (and ``better_exceptions``) whenever it is installed, only to offer prettier
 tracebacks on a console and prettier locals in JSON ones. An operator's machine, or a
 device that also has the ``operator`` extra, has rich: the daemon would then carry it
-(about 4 MiB of RSS) for its whole life without ever drawing with it. The gateway renders tracebacks plainly (``gateway.service.log``),
-so those imports are refused to structlog's modules alone; the operator's commands, which
-import rich themselves, are not affected.
+(about 4 MiB of RSS) for its whole life without ever drawing with it. The gateway
+renders tracebacks plainly (``gateway.service.log``), so those imports are refused to
+structlog's modules alone; the operator's commands, which import rich themselves, are
+not affected.
 
 A finder on ``sys.meta_path`` is the only hook that runs before whichever gateway module
 happens to import structlog first; ``gateway/__init__.py`` installs it. Standard library
