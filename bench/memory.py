@@ -21,7 +21,7 @@ most 48 MiB, one SHT3x at most 38 MiB, growth over the last half under 256 KiB.
 By default the daemon runs in ``.bench-venv``, made on first use with the package and
 its dependencies only, as ``systemd/install.sh`` makes a device's (the package is
 reinstalled from the source at every run): the development venv also holds the test
-tools, and structlog imports ``rich`` (4 MiB) wherever it finds it. The daemon gets the
+tools and the operator's extra. The daemon gets the
 ``Environment=`` of ``systemd/edge-gateway.service``, as under systemd, and so do the
 floors; ``--env`` adds to it or overrides it (``--env MALLOC_ARENA_MAX=`` unsets one).
 """
