@@ -21,7 +21,7 @@ most 48 MiB, one SHT3x at most 38 MiB, growth over the last half under 256 KiB.
 By default the daemon runs in ``.bench-venv``, made on first use with the package and
 its dependencies only, as ``systemd/install.sh`` makes a device's (the package is
 reinstalled from the source at every run): the development venv also holds the test
-tools, and structlog imports ``rich`` (4 MiB) wherever it finds it. The daemon gets the
+tools and the operator's extra. The daemon gets the
 ``Environment=`` of ``systemd/edge-gateway.service``, as under systemd, and so do the
 floors; ``--env`` adds to it or overrides it (``--env MALLOC_ARENA_MAX=`` unsets one).
 """
@@ -29,24 +29,22 @@ floors; ``--env`` adds to it or overrides it (``--env MALLOC_ARENA_MAX=`` unsets
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import shlex
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# The broker starter the tests use too (standard library only, no pytest).
+sys.path.insert(0, str(ROOT / "tests"))
+import mosquitto  # noqa: E402
+
 PROBE = ROOT / "bench" / "memory_probe.py"
 UNIT = ROOT / "systemd" / "edge-gateway.service"
 VENV = ROOT / ".bench-venv"
@@ -116,39 +114,6 @@ def daemon_environment(overrides: list[str]) -> dict[str, str]:
         else:
             env.pop(key, None)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def mosquitto(workdir: Path) -> Iterator[int]:
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        f"user {getpass.getuser()}\nlog_dest stderr\nlog_type error\nlog_type warning\n"
-    )
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    with (workdir / "mosquitto.log").open("wb") as log:
-        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("mosquitto did not start") from None
-                time.sleep(0.02)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def configs(port: int) -> dict[str, dict[str, Any]]:
@@ -299,9 +264,9 @@ def main() -> int:
         floors[f"deps of {name}"] = floor(python, ["cli", "daemon", *features], env)
     with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmp:
         workdir = Path(tmp)
-        with mosquitto(workdir) as port:
+        with mosquitto.running(workdir) as broker:
             procs = {}
-            for name, config in configs(port).items():
+            for name, config in configs(broker.port).items():
                 procs[name] = tuple(
                     start_probe(python, write_config(workdir, name, config, trace),
                                 args.minutes, trace, env)

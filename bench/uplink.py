@@ -23,21 +23,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The broker starter the tests use too (standard library only, no pytest).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import mosquitto
 from gmqtt import Client
 from gmqtt.storage import PersistentStorage
 
@@ -55,40 +53,6 @@ DEVICE = "bench"
 
 # -- the broker and the subscriber ---------------------------------------------------
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def mosquitto(workdir: Path) -> Iterator[int]:
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        # The subscriber may fall behind a burst: the broker must queue, not drop.
-        "max_queued_messages 0\n"
-        f"user {getpass.getuser()}\nlog_dest stderr\nlog_type error\nlog_type warning\n"
-    )
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    with (workdir / "mosquitto.log").open("wb") as log:
-        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("mosquitto did not start") from None
-                time.sleep(0.02)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 class Counter:
@@ -327,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     raws: list[Result] = []
     e2es: list[Result] = []
     drains: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="bench-uplink-") as tmp, mosquitto(Path(tmp)) as port:
+    with (tempfile.TemporaryDirectory(prefix="bench-uplink-") as tmp,
+          mosquitto.running(Path(tmp)) as broker):
+        port = broker.port
         print(f"mosquitto on 127.0.0.1:{port}; python {sys.version.split()[0]}; "
               f"{args.rounds} rounds", flush=True)  # fmt: skip
         for round_ in range(args.rounds):

@@ -1,4 +1,5 @@
-"""Real parts for tests: a Mosquitto broker, a subscriber, the daemon as a process."""
+"""Real parts for tests: a Mosquitto broker (``mosquitto.py``), a subscriber, the daemon as a
+process."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import contextlib
 import json
 import os
 import queue
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,57 +19,10 @@ from typing import Any
 
 import yaml
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
-
-
-class Broker:
-    """A Mosquitto of our own on a free loopback port; stop/start keep the port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            # A test's subscriber may fall thousands behind a drain: no message of its is
-            # dropped by the broker for that (the default keeps 1000).
-            "max_queued_messages 0\n"
-            "log_dest stderr\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        log = (self.workdir / "mosquitto.log").open("ab")
-        self.proc = subprocess.Popen([mosquitto, "-c", str(self.conf)], stdout=log, stderr=log)
-        log.close()
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
+# The broker starter is shared with the benches; tests take it from here as before.
+from mosquitto import Broker as Broker
+from mosquitto import free_port as free_port
+from mosquitto import wait_for_port as wait_for_port
 
 
 @dataclass

@@ -71,7 +71,9 @@ def configure(
     if fmt == "auto" and under_systemd():
         tail = [structlog.processors.format_exc_info, to_journald]
     elif fmt == "console" or (fmt == "auto" and out.isatty()):
-        tail = [structlog.dev.ConsoleRenderer()]
+        # Plain tracebacks whatever is installed: the daemon never loads rich
+        # (``gateway.importguard``), and a console line reads the same on every machine.
+        tail = [structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)]
     else:
         tail = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
     structlog.configure(
