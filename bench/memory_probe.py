@@ -95,7 +95,7 @@ async def _run(daemon: Any, path: Path, document: Document, seconds: float, trac
     os.environ["NOTIFY_SOCKET"] = f"@edge-gateway-memory-{os.getpid()}"
     os.environ["WATCHDOG_USEC"] = "30000000"
     os.environ["WATCHDOG_PID"] = str(os.getpid())
-    gateway = daemon.Daemon(path, document)
+    gateway = await daemon.compose(path, document)
     running = asyncio.create_task(gateway.run())
     try:
         await asyncio.wait_for(ready.wait(), CONNECT_TIMEOUT_S)

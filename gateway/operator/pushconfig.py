@@ -4,9 +4,11 @@ retained, and the devices' answers on ``P/D/config/state`` awaited and shown.
 ``config/state`` is retained too, so what a device said about an earlier update arrives
 first at every subscription; it is told apart from the answer to this push by the retain
 flag (this push's answer is published after we subscribed, so it arrives live), then by
-scope and version, and for a rejection that names no version (the signature failed before
-the payload was read) by its time. A device ignores an update whose version it has already
-applied, without a word: pushing that version again ends in a timeout, with a hint.
+scope, version and the ``kid`` of the key that signed it, never by time alone: a device
+reports there only on envelopes whose signature verified, so every answer names its
+version. A device ignores an update whose version it has already applied, without a word,
+and only counts one signed by a key it does not trust: either ends in a timeout, with a
+hint.
 
 For a group, the devices to hear from are those whose retained status says online and names
 the group (``P/+/status``), collected for a moment before the push, and any that come
@@ -34,10 +36,6 @@ EXIT_OK, EXIT_FAILURE = 0, 1
 
 SETTLE_S = 1.0
 """How long retained statuses are collected before a group push."""
-
-CLOCK_SLACK_S = 10.0
-"""How far a device's clock may lag ours for its versionless rejection to count as an
-answer to this push."""
 
 STATUSES = ("applied", "rejected", "rolled_back")
 
@@ -106,18 +104,16 @@ def _json_object(payload: bytes) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
-def answer(state: bytes, scope: str, version: int, pushed_at: float) -> Answer | None:
-    """A device's state as its answer to this push, or None when it is about another."""
+def answer(state: bytes, scope: str, version: int, kid: str) -> Answer | None:
+    """A device's state as its answer to this push, or None when it is about another: the
+    same scope and version, and the same key when the state names one (a device older
+    than ``kid`` in its state does not)."""
     body = _json_object(state)
     if body is None or body.get("scope") != scope or body.get("status") not in STATUSES:
         return None
     said = body.get("version")
-    if type(said) is not int or said != version:
-        ts = body.get("ts")
-        versionless_rejection = said is None and body["status"] == "rejected"
-        if not (versionless_rejection and isinstance(ts, int | float)
-                and ts >= pushed_at - CLOCK_SLACK_S):
-            return None
+    if type(said) is not int or said != version or body.get("kid", kid) not in (kid, None):
+        return None
     reason = body.get("reason")
     return Answer(body["status"], reason if isinstance(reason, str) else None)
 
@@ -144,7 +140,8 @@ async def push_device(url: BrokerUrl, update: Update, timeout_s: float, out: Tex
                 result = None
                 while result is None:
                     message = await mqtt.receive()
-                    got = answer(message.payload, target.scope, update.version, pushed_at)
+                    got = answer(message.payload, target.scope, update.version,
+                                 update.key.public.kid)
                     if message.retained:
                         already = already or (got is not None and got.applied)
                     else:
@@ -152,7 +149,9 @@ async def push_device(url: BrokerUrl, update: Update, timeout_s: float, out: Tex
         except TimeoutError:
             hint = (f"it had applied version {update.version} already, and ignores a version "
                     "it has; push a higher --version" if already else
-                    f"the update stays retained on {target.set_topic} for when it connects")
+                    f"the update stays retained on {target.set_topic} for when it connects; "
+                    "an update signed by a key it does not trust is only counted, in its "
+                    "heartbeat's config_rejected")
             print(f"{device}: timeout: no answer within {timeout_s:g} s ({hint})", file=out)
             return EXIT_FAILURE
     print(f"{device}: {result}", file=out)
@@ -162,9 +161,10 @@ async def push_device(url: BrokerUrl, update: Update, timeout_s: float, out: Tex
 class Members:
     """The devices of a group this push waits for, and what each answered."""
 
-    def __init__(self, target: Target, version: int) -> None:
+    def __init__(self, target: Target, version: int, kid: str) -> None:
         self._target = target
         self._version = version
+        self._kid = kid
         self.answers: dict[str, Answer | None] = {}
         self.pushed_at: float | None = None
 
@@ -183,7 +183,7 @@ class Members:
         device = _device_of(message.topic, prefix, "config", "state")
         if device is None or self.pushed_at is None or message.retained:
             return False
-        got = answer(message.payload, self._target.scope, self._version, self.pushed_at)
+        got = answer(message.payload, self._target.scope, self._version, self._kid)
         if got is None or self.answers.get(device) is not None:
             return False
         self.answers[device] = got
@@ -220,7 +220,7 @@ class GroupDisplay(Protocol):
 async def push_group(url: BrokerUrl, update: Update, timeout_s: float, out: TextIO,
                      display: GroupDisplay) -> int:
     target = update.target
-    members = Members(target, update.version)
+    members = Members(target, update.version, update.key.public.kid)
     async with Session(url) as mqtt:
         await mqtt.subscribe(f"{target.prefix}/+/status", f"{target.prefix}/+/config/state")
         await _read_for(mqtt, SETTLE_S, members.take)

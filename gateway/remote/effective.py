@@ -2,8 +2,8 @@
 whole with the same models and messages as ``check-config``.
 
 Used at start-up, on SIGHUP (a local edit is re-read and the remote layers go on top again,
-so neither is lost silently), for every remote update before it is applied, and by
-``edge-gateway config show``.
+so neither is lost silently), for every remote update before it is applied (``checked``:
+the same rules for a stored layer and a new one), and by ``edge-gateway config show``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 from gateway.config import file as configfile
 from gateway.config.models import Config
 from gateway.remote import store
-from gateway.remote.layers import Layer, compose
+from gateway.remote.layers import Layer, compose, local_only, refused_keys
+from gateway.trust.keys import KeyLoadError, Keyring
 
 REMOTE = "remote config"
 
@@ -36,6 +37,33 @@ def build(document: configfile.Document, layers: Mapping[str, Layer], base_dir: 
         return Effective(document.config, document.data, dict.fromkeys(document.data, "file"))
     data, origins = compose(document.data, layers)
     return Effective(configfile.validate(data, REMOTE, base_dir), data, origins)
+
+
+class Invalid(Exception):
+    """Layers that do not lead to a config this device can run; ``FIELD: message``."""
+
+
+def checked(
+    document: configfile.Document, layers: Mapping[str, Layer], base_dir: Path
+) -> tuple[Config, Keyring]:
+    """The config ``layers`` lead to on ``document`` and the keys it trusts, or ``Invalid``:
+    a layer sets a key no layer may, the whole does not validate, it trusts no key, or a
+    trusted key does not load. Reads trusted key files: call it off the event loop."""
+    for layer in layers.values():
+        refused = refused_keys(layer.scope, layer.config) + local_only(layer.config)
+        if refused:
+            raise Invalid(f"{refused[0]}: cannot be set remotely")
+    try:
+        config = build(document, layers, base_dir).config
+    except configfile.ConfigError as exc:
+        raise Invalid(first_problem(exc)) from None
+    if layers and not config.remote_config.trusted_keys:
+        raise Invalid("remote_config.trusted_keys: cannot be emptied")
+    try:
+        keyring = Keyring.load(config.remote_config.trusted_keys)
+    except KeyLoadError as exc:
+        raise Invalid(f"remote_config.trusted_keys: {exc}") from None
+    return config, keyring
 
 
 def load(path: Path) -> Effective:

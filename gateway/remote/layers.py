@@ -9,13 +9,27 @@ can name where each top-level key came from.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from gateway.trust.keys import HEX_KEY
 
 DEVICE = "device"
 
 # Keys that name the device and where its state lives: a remote update cannot move them.
 NEVER_REMOTE = frozenset({"device_id", "state_dir"})
+
+# Keys that name a command to run or a local file to read: whoever holds a signing key must
+# not be able to make a device run a program or read its files (a key path in
+# ``remote_config.trusted_keys`` too; a key written inline is fine). Null is fine: it names
+# nothing.
+LOCAL_ONLY = (
+    ("firmware", "installer"),
+    ("mqtt", "password_file"),
+    ("mqtt", "tls", "ca_file"),
+    ("mqtt", "tls", "cert_file"),
+    ("mqtt", "tls", "key_file"),
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,24 @@ def refused_keys(scope: str, config: Mapping[str, Any]) -> list[str]:
     return sorted(refused & config.keys())
 
 
+def local_only(config: Mapping[str, Any]) -> list[str]:
+    """The dotted keys of ``config`` (a layer's top-level keys) that only the device's own
+    file may set."""
+    found = []
+    for path in LOCAL_ONLY:
+        value: Any = config
+        for part in path:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if value is not None:
+            found.append(".".join(path))
+    remote = config.get("remote_config")
+    keys = remote.get("trusted_keys") if isinstance(remote, Mapping) else None
+    if isinstance(keys, list):
+        found.extend(f"remote_config.trusted_keys.{index}" for index, entry in enumerate(keys)
+                     if isinstance(entry, str) and not HEX_KEY.fullmatch(entry.strip()))
+    return found
+
+
 def compose(
     file: Mapping[str, Any], layers: Mapping[str, Layer]
 ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -63,3 +95,17 @@ def compose(
             data.update(layer.config)
             origins.update(dict.fromkeys(layer.config, layer.origin))
     return data, origins
+
+
+@dataclass(frozen=True)
+class Applied:
+    layers: Mapping[str, Layer] = field(default_factory=dict)
+    # Per scope, the highest version that was rolled back.
+    failed: Mapping[str, int] = field(default_factory=dict)
+
+    def version(self, scope: str) -> int:
+        layer = self.layers.get(scope)
+        return layer.version if layer is not None else 0
+
+    def versions(self) -> dict[str, int]:
+        return {scope: layer.version for scope, layer in sorted(self.layers.items())}

@@ -5,40 +5,27 @@ One small JSON file under ``state_dir/remote/``, written atomically after every 
 scope the applied version and its top-level keys, and the last version that was rolled back
 (a retained envelope arrives again at every reconnect; a version that failed once is not
 tried again until a newer one comes). A corrupt file is set aside and the device runs on its
-local file, saying so loudly: a device in a cabinet must come back up.
+local file, saying so loudly: a device in a cabinet must come back up. A layer that no longer
+validates is taken out the same way (``gateway.remote.startup``), a copy of the file kept.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from gateway.remote.layers import Layer
+from gateway.remote.layers import Applied, Layer
 from gateway.statefile import read_json, write_atomic
 
 log = structlog.get_logger(__name__)
 
 Offload = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]
-
-
-@dataclass(frozen=True)
-class Applied:
-    layers: Mapping[str, Layer] = field(default_factory=dict)
-    # Per scope, the highest version that was rolled back.
-    failed: Mapping[str, int] = field(default_factory=dict)
-
-    def version(self, scope: str) -> int:
-        layer = self.layers.get(scope)
-        return layer.version if layer is not None else 0
-
-    def versions(self) -> dict[str, int]:
-        return {scope: layer.version for scope, layer in sorted(self.layers.items())}
 
 
 def _decode(data: Any) -> Applied:
@@ -91,6 +78,16 @@ class LayerStore:
             log.error("remote.store_corrupt", file=str(self._path), moved_to=str(aside),
                       error=str(exc))
             return Applied()
+
+    def copy_aside(self, label: str) -> Path:
+        """A copy of the file as it is, kept for inspection beside it (blocking)."""
+        aside = self._path.with_name(f"{self._path.name}.{label}-{int(time.time())}")
+        shutil.copyfile(self._path, aside)
+        return aside
+
+    def write(self, applied: Applied) -> None:
+        """``save``, blocking: for start-up, before the event loop's work begins."""
+        write_atomic(self._path, _encode(applied))
 
     async def save(self, applied: Applied) -> None:
         payload = _encode(applied)

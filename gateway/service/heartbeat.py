@@ -31,6 +31,7 @@ def payload(
     uplink: UplinkStats,
     sensors: Mapping[str, SensorHealth],
     config_version: Mapping[str, int],
+    config_rejected: Mapping[str, int],
     firmware: FirmwareInfo,
 ) -> dict[str, Any]:
     now = time.time()
@@ -57,6 +58,9 @@ def payload(
         "rss_bytes": rss_bytes(),
         "tasks": len(asyncio.all_tasks()),
         "config_version": dict(config_version),
+        # Config envelopes refused before their signature verified, per reason: junk is
+        # counted here, never reported on config/state.
+        "config_rejected": dict(config_rejected),
         "firmware": {"version": firmware.version, "slot": firmware.slot,
                      "channel": firmware.channel},
     }

@@ -4,7 +4,9 @@ gmqtt calls us back on the event loop for every inbound PUBLISH; nothing is hand
 callback but a size check and a put here. Anyone who can publish on the broker can fill
 these topics, so the box holds at most ``capacity`` messages and keeps no payload above
 ``max_bytes`` (the consumer learns only its size, to report it): a flood costs a counter,
-not memory, and the newest messages are the ones dropped.
+not memory, and the newest messages are the ones dropped. Both bounds follow the config
+(``limit``); what the box holds when they shrink stays, and its consumer judges it by the new
+bounds.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ class Inbox:
         self._max_bytes = max_bytes
         self._ready = asyncio.Event()
         self.dropped = 0
+
+    def limit(self, capacity: int, max_bytes: int) -> None:
+        """New bounds, for the messages offered from now on."""
+        self._capacity = capacity
+        self._max_bytes = max_bytes
 
     def offer(self, topic: str, payload: bytes) -> None:
         """From the MQTT callback: never blocks, never raises."""

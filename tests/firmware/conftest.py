@@ -24,7 +24,7 @@ def bundles(request: pytest.FixtureRequest,
     return Bundles(build_releases({
         GOOD: {},
         UNHEALTHY: {"drivers/sht3x.py": UNHEALTHY_PATCH},
-        NO_IMPORT: {"gateway/daemon.py": NO_IMPORT_PATCH},
+        NO_IMPORT: {"gateway/daemon/__init__.py": NO_IMPORT_PATCH},
     }, deps, tmp_path_factory.mktemp("releases")))
 
 

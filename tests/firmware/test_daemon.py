@@ -112,7 +112,7 @@ PROBE = textwrap.dedent("""
 
     async def main():
         path = Path(sys.argv[1])
-        task = asyncio.create_task(daemon.Daemon(path, file.load_document(path)).run())
+        task = asyncio.create_task(daemon.serve(path, file.load_document(path)))
         await asyncio.sleep(3)
         print("probe:", sorted(m for m in sys.modules if m.startswith("gateway.firmware")))
         print("probe:", "urllib.request" in sys.modules, "tarfile" in sys.modules)

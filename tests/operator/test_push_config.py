@@ -9,6 +9,7 @@ import os
 import queue
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +30,8 @@ from signing import clear_retained, publish
 from tls_helpers import make_pki
 
 from gateway.operator.pushconfig import answer
-from gateway.trust.envelope import verify
-from gateway.trust.keys import Keyring, read_public_key
+from gateway.trust.envelope import sign, verify
+from gateway.trust.keys import Keyring, PrivateKey, read_public_key
 from gateway.trust.payload import parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,9 +165,13 @@ def test_rejections_exit_1_with_the_devices_reason(mqtt: Broker, keys: Path, tmp
         f"{device.id}: timeout: no answer within 2 s (it had applied version 5 already, "
         "and ignores a version it has; push a higher --version)")
 
-    result = push(mqtt, keys, update, "--device", device.id, version=6, key="stranger.key")
-    assert (result.returncode, result.stdout.splitlines()[-1]) == (
-        1, f"{device.id}: rejected: unknown key")
+    # Signed by a key the device does not trust: anyone could have sent it, so the device
+    # only counts it, and says nothing on config/state.
+    result = push(mqtt, keys, update, "--device", device.id, version=6, key="stranger.key",
+                  timeout=2)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1].startswith(f"{device.id}: timeout: no answer ")
+    assert "signed by a key it does not trust is only counted" in result.stdout
 
     result = push(mqtt, keys, update, "--device", device.id, version=4)
     assert (result.returncode, result.stdout.splitlines()[-1]) == (
@@ -260,7 +265,8 @@ def test_a_device_that_never_answers_is_a_timeout(mqtt: Broker, keys: Path,
     assert result.returncode == 1
     assert result.stdout.splitlines()[-1] == (
         "absent: timeout: no answer within 1.5 s (the update stays retained on "
-        "gw/absent/config/set for when it connects)")
+        "gw/absent/config/set for when it connects; an update signed by a key it does not "
+        "trust is only counted, in its heartbeat's config_rejected)")
 
 
 def test_a_group_with_no_device_online_is_a_failure(mqtt: Broker, keys: Path,
@@ -283,18 +289,27 @@ def test_an_unreachable_broker_is_a_runtime_failure(keys: Path, tmp_path: Path) 
 
 def state(**fields: Any) -> bytes:
     return json.dumps({"scope": "device", "version": 4, "status": "applied", "reason": None,
-                       "ts": 1000.0, **fields}).encode()
+                       "kid": KID, "ts": 1000.0, **fields}).encode()
+
+
+KID = "0fe3501758452a2d"
 
 
 def test_which_states_answer_a_push() -> None:
-    assert answer(state(), "device", 4, 1000.0) is not None
-    assert answer(state(version=3), "device", 4, 1000.0) is None
-    assert answer(state(scope="group:a"), "device", 4, 1000.0) is None
-    assert answer(b"junk", "device", 4, 1000.0) is None
-    # A rejection before the payload was read names no version: its time decides.
-    unknown = {"version": None, "status": "rejected", "reason": "unknown key"}
-    assert str(answer(state(**unknown), "device", 4, 1005.0)) == "rejected: unknown key"
-    assert answer(state(**unknown), "device", 4, 1100.0) is None
+    assert answer(state(), "device", 4, KID) is not None
+    assert answer(state(version=3), "device", 4, KID) is None
+    assert answer(state(scope="group:a"), "device", 4, KID) is None
+    assert answer(state(kid="1111111111111111"), "device", 4, KID) is None
+    assert answer(b"junk", "device", 4, KID) is None
+    # A device that names no key in its state (an older release) answers by scope and
+    # version alone.
+    older = json.loads(state())
+    del older["kid"]
+    assert str(answer(json.dumps(older).encode(), "device", 4, KID)) == "applied"
+    # A rejection that names no version is never taken for this push's answer, however
+    # recent: it cannot be told from junk someone else sent.
+    unknown = {"version": None, "status": "rejected", "reason": "malformed envelope"}
+    assert answer(state(**unknown, ts=time.time()), "device", 4, KID) is None
 
 
 def test_mqtts_verifies_the_broker_against_the_cas_given(keys: Path, tmp_path: Path) -> None:
@@ -327,3 +342,54 @@ def test_mqtts_verifies_the_broker_against_the_cas_given(keys: Path, tmp_path: P
                 assert "CERTIFICATE_VERIFY_FAILED" in result.stderr
     finally:
         broker.stop()
+
+
+def test_under_a_flood_of_junk_each_push_gets_the_devices_own_answer(
+        mqtt: Broker, keys: Path, tmp_path: Path, devices: list[Device]) -> None:
+    devices.append(device := Device(mqtt, tmp_path, keys, []))
+    topic = f"gw/{device.id}/config/set"
+    stranger = PrivateKey.from_text((keys / "stranger.key").read_text())
+    forged = sign(json.dumps({"kind": "config", "device": device.id, "version": 99,
+                              "issued_at": time.time(), "expires_at": time.time() + 3600,
+                              "config": {}}).encode(), stranger)
+    junk = [forged, b"junk", b'{"alg":"Ed25519"}']
+    lines = b"".join((b"x" * 70_000 if n % 100 == 0 else junk[n % len(junk)]) + b"\n"
+                     for n in range(10_000))
+    chunks = [lines[n * len(lines) // 10:(n + 1) * len(lines) // 10] for n in range(10)]
+    states = Subscriber(mqtt.port, f"gw/{device.id}/config/state")
+    done = threading.Event()
+
+    def flood() -> None:
+        for chunk in chunks:  # 10,000 messages, spread over the pushes
+            subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt.port), "-t",
+                            topic, "-q", "1", "-l"], input=chunk, check=True, timeout=60)
+            if done.wait(0.2):
+                return
+
+    flooding = threading.Thread(target=flood)
+    flooding.start()
+    try:
+        results = []
+        for version in (1, 2, 3):
+            update = fragment(tmp_path, f"heartbeat:\n  interval_s: {10 + version}\n")
+            results.append(push(mqtt, keys, update, "--device", device.id, version=version))
+    finally:
+        done.set()
+        flooding.join()
+    said = []
+    try:
+        while True:
+            said.append(states.get(3))
+    except queue.Empty:
+        pass
+    finally:
+        states.close()
+    for version, result in enumerate(results, 1):
+        assert (result.returncode, result.stdout.splitlines()[-1]) == (
+            0, f"{device.id}: applied"), (version, result.stdout)
+    # Nothing but the outcomes of the three updates was said on config/state.
+    assert [(s.json()["version"], s.json()["status"]) for s in said] == [
+        (1, "applied"), (2, "applied"), (3, "applied")]
+    final = retained(mqtt.port, f"gw/{device.id}/config/state").json()
+    assert (final["version"], final["status"]) == (3, "applied")
+    assert device.show()["config"]["heartbeat"] == {"interval_s": 13}

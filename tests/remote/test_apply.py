@@ -171,8 +171,8 @@ def test_key_rotation_and_no_empty_trust(device: Device) -> None:
     device.push(2, {"remote_config": only_new}, key=new)
     assert device.next_state()["status"] == "applied"
     device.push(3, {"heartbeat": {"interval_s": 2}})  # the old key: no longer trusted
-    state = device.next_state()
-    assert (state["status"], state["reason"]) == ("rejected", "unknown key")
+    device.wait_for(lambda m: m.topic.endswith("/heartbeat")
+                    and m.json()["config_rejected"] == {"unknown key": 1})
     device.push(4, {"remote_config": {"trusted_keys": []}}, key=new)
     state = device.next_state()
     assert state["status"] == "rejected"

@@ -7,8 +7,8 @@ import itertools
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.remote.layers import DEVICE, Layer, compose, refused_keys
-from gateway.remote.store import Applied, LayerStore, read
+from gateway.remote.layers import DEVICE, Applied, Layer, compose, refused_keys
+from gateway.remote.store import LayerStore, read
 from gateway.statefile import write_atomic
 
 FILE = {"device_id": "d", "groups": ["a", "b"], "heartbeat": {"interval_s": 60},

@@ -126,8 +126,9 @@ def box(request: pytest.FixtureRequest) -> Iterator[Box]:
     try:
         build_wheels(work / "wheels")
         deps = dependency_wheels(request.config.cache.mkdir("firmware-wheels"))
-        bundles = build_releases({GOOD: {}, NO_IMPORT: {"gateway/daemon.py": NO_IMPORT_PATCH}},
-                                 deps, work / "build")
+        bundles = build_releases(
+            {GOOD: {}, NO_IMPORT: {"gateway/daemon/__init__.py": NO_IMPORT_PATCH}},
+            deps, work / "build")
         releases = work / "releases"
         releases.mkdir()
         key = SigningKey.generate()

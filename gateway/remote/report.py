@@ -1,0 +1,71 @@
+"""What the device says about remote configuration, and to whom.
+
+The retained ``P/D/config/state`` holds the outcome of an envelope a trusted key signed
+(applied, rolled back, or rejected after its signature verified) and of a stored layer set
+aside at start: the word of someone trusted, which an operator's ``push-config`` waits for
+by scope, version and ``kid``. Anyone who can publish on the broker can send junk (too
+large, malformed, signed by nobody trusted) at any rate: were it reported there, it would
+overwrite the truth. Junk is counted per reason instead (the heartbeat's
+``config_rejected``) and logged at most once a minute per reason, with the count of those
+left unlogged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import structlog
+
+from gateway.config.models import Config
+
+log = structlog.get_logger(__name__)
+
+LOG_INTERVAL_S = 60.0
+
+Status = Literal["applied", "rejected", "rolled_back"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    scope: str | None
+    version: int | None
+    status: Status
+    reason: str | None = None
+    # The key that signed the envelope; None for a stored layer set aside at start.
+    kid: str | None = None
+
+
+def state_topic(config: Config) -> str:
+    return f"{config.mqtt.topic_prefix}/{config.device_id}/config/state"
+
+
+def state_payload(outcome: Outcome, ts: float) -> bytes:
+    body = {"scope": outcome.scope, "version": outcome.version, "status": outcome.status,
+            "reason": outcome.reason, "kid": outcome.kid, "ts": ts}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class Junk:
+    """Envelopes refused before their signature verified: counted, logged sparingly."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.counts: dict[str, int] = {}
+        self._logged_at: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def count(self, reason: str, topic: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        now = self._clock()
+        last = self._logged_at.get(reason)
+        if last is not None and now - last < LOG_INTERVAL_S:
+            self._unlogged[reason] = self._unlogged.get(reason, 0) + 1
+            return
+        self._logged_at[reason] = now
+        unlogged = self._unlogged.pop(reason, 0)
+        extra = {"unlogged_since": unlogged} if unlogged else {}
+        log.warning("config.rejected", reason=reason, topic=topic, verified=False, **extra)
