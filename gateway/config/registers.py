@@ -24,6 +24,9 @@ from gateway.config.section import Section
 QUANTITY_PATTERN = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
 # Written by the telemetry encoder next to the quantities (gateway.pipeline.codec).
 RESERVED_KEYS = frozenset({"ts", "zone", "out_of_range"})
+# Each sensor's health entity in Home Assistant (gateway.service.discovery), beside its
+# quantities' entities.
+HEALTH = "health"
 
 
 def check_quantity_name(value: str) -> str:
@@ -32,6 +35,8 @@ def check_quantity_name(value: str) -> str:
                          "words joined by '_', the unit last, such as voltage_v")
     if value in RESERVED_KEYS:
         raise ValueError(f"{value!r} is a key of every telemetry reading, not a quantity name")
+    if value == HEALTH:
+        raise ValueError("'health' is the sensor's health in Home Assistant, not a quantity name")
     return value
 
 

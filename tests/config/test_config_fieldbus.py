@@ -59,6 +59,7 @@ sensors:
       - {name: Voltage, table: input, address: 0, type: float32}
       - {name: zone, table: input, address: 2, type: float32}
       - {name: power_w, table: coils, address: 65536, type: float16}
+      - {name: health, table: input, address: 9, type: int16}
   - name: empty
     driver: modbus
     host: sim
@@ -109,10 +110,12 @@ def test_malformed_registers_and_probes_are_refused_with_their_lines(
         "12: sensors.0.registers.2.address: Input should be less than or equal to 65535",
         "12: sensors.0.registers.2.type: Input should be 'int16', 'uint16', 'int32', "
         "'uint32', 'float32' or 'float64'",
-        "17: sensors.1.registers: List should have at least 1 item after validation, not 0",
-        "20: sensors.2.id: id must be auto or a DS18B20's 1-Wire id (28- and 12 hex digits, "
+        "13: sensors.0.registers.3.name: 'health' is the sensor's health in Home Assistant, "
+        "not a quantity name",
+        "18: sensors.1.registers: List should have at least 1 item after validation, not 0",
+        "21: sensors.2.id: id must be auto or a DS18B20's 1-Wire id (28- and 12 hex digits, "
         "as scan lists it), not '10-0316a2797aff'",
-        "21: sensors.2.w1_root: w1_root must be an absolute path or sim, "
+        "22: sensors.2.w1_root: w1_root must be an absolute path or sim, "
         "not 'sys/bus/w1/devices'",
     ]
 
