@@ -132,3 +132,18 @@ sensors:
   - {name: probe, driver: ds18b20, id: 28-0316a2797aff, interval_s: 1}
 """)
     assert main(["check-config", str(path)]) == 0
+
+
+def test_the_readmes_sdm120_map_is_valid_and_read_in_three_requests() -> None:
+    from drivers.register_map import plan
+    from gateway.config.file import parse
+    from gateway.config.models import ModbusSensor
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("  - name: meter\n    driver: modbus\n")
+    block = readme[start:readme.index("```", start)]
+    config = parse(f'device_id: d\nmqtt: {{brokers: ["mqtt://h"]}}\nsensors:\n{block}', "README")
+    [meter] = config.sensors
+    assert isinstance(meter, ModbusSensor)
+    requests = plan([r.register() for r in meter.registers], meter.max_registers_per_request)
+    assert [(r.address, r.count) for r in requests] == [(0x00, 0x20), (0x46, 6), (0x156, 2)]

@@ -139,3 +139,38 @@ def test_pymodbus_is_imported_only_for_a_tcp_sensor(tmp_path: Path) -> None:
                                 text=True, check=True, cwd=ROOT, timeout=60)
         loaded[key] = result.stdout.split()
     assert loaded == {"port": ["False"], "host": ["True"]}
+
+
+def test_sensors_on_one_rtu_line_take_turns(tmp_path: Path) -> None:
+    """Two devices on one line, read side by side from two threads: their
+    exchanges never interleave, so every read gets its own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from drivers.register_map import Register
+    from drivers.sim.modbus_map import ModbusMapSim
+    from gateway.config.models import Config
+    from gateway.sampling.sensors import SerialPorts, open_sensor
+    from gateway.sampling.simbench import SimBench
+
+    device = ModbusMapSim([Register(r["name"], r["table"], r["address"], r["type"],
+                                    r.get("word_order", "big"), r.get("scale", 1.0),
+                                    r.get("offset", 0.0)) for r in REGISTERS])
+    with device.server(unit=1) as server:
+        config = Config.model_validate({
+            "device_id": "d", "mqtt": {"brokers": ["mqtt://h"]},
+            "sensors": [{"name": "map", "driver": "modbus", "port": server.port, "unit": 1,
+                         "interval_s": 1, "registers": REGISTERS},
+                        {"name": "other", "driver": "modbus", "port": server.port, "unit": 1,
+                         "interval_s": 1, "registers": REGISTERS[:1]}]})
+        ports, bench = SerialPorts(), SimBench()
+        opened = [open_sensor(sensor, ports, bench) for sensor in config.sensors]
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                results = [pool.submit(lambda s=s: [s.read() for _ in range(20)])
+                           for s in opened]
+                readings = [future.result() for future in results]
+        finally:
+            for sensor in opened:
+                sensor.close()
+    assert [len(r) for r in readings] == [20, 20]
+    assert {tuple(reading) for reading in readings[1]} == {("temperature_c",)}
