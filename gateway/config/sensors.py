@@ -1,7 +1,8 @@
 """Sensor models, one per driver, with the rules that hold for a sensor as a whole.
 
 A sensor is told apart by its ``driver`` key (a tagged union), and its bus settings are
-those of its chip: an I2C bus and address, or a serial port and Modbus unit. Each model
+those of its chip: an I2C bus and address, a serial port and Modbus unit, a generic
+Modbus device's port or host and register map (``registers``), or a 1-Wire probe's id. Each model
 says in ``problems`` what its fields get wrong together; an ADXL345's FIFO limits come
 from its driver, the one place that knows the chip.
 """
