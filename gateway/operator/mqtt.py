@@ -21,6 +21,7 @@ from gmqtt import Subscription
 from gmqtt.mqtt.constants import MQTTv50
 
 from gateway.config.operator import BrokerAccess
+from gateway.regularfile import read_regular
 from gateway.uplink.mqtt_client import AckTracker, SupervisedClient
 
 ACK_TIMEOUT_S = 10.0  # for CONNACK, SUBACK and PUBACK alike
@@ -57,8 +58,8 @@ def _password(broker: BrokerAccess) -> str | None:
     if broker.password_file is None:
         return None
     try:
-        with broker.password_file.open("rb") as stream:
-            data = stream.read(MAX_PASSWORD_BYTES + 1)
+        # Never made to wait: a FIFO or a device named as the file is refused unopened.
+        data = read_regular(broker.password_file, MAX_PASSWORD_BYTES + 1)
     except OSError as exc:
         raise BrokerError(f"cannot read password file {broker.password_file}: "
                           f"{exc.strerror or exc}") from None

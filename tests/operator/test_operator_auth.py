@@ -212,3 +212,14 @@ def test_the_operator_file_names_the_broker_and_the_options_win(
     access = broker(parser.parse_args(["fleet", "status", "--username", "other",
                                        "--ca-file", "mine.crt"]))
     assert (access.username, access.tls.ca_file) == ("other", Path("mine.crt"))
+
+
+def test_a_password_file_that_is_a_fifo_is_refused_unopened(broker: AuthBroker, ops: Path,
+                                                            tmp_path: Path) -> None:
+    fifo = tmp_path / "password"
+    os.mkfifo(fifo)
+    result = cli("fleet", "status", "--broker", broker.tls_url, "--settle", "0.2",
+                 "--username", "ops", "--password-file", str(fifo), cwd=ops, timeout=30)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith(f"edge-gateway: cannot read password file {fifo}: ")
+    assert result.stderr.count("\n") == 1
