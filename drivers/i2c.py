@@ -44,12 +44,20 @@ class I2CBus(Protocol):
     def close(self) -> None: ...
 
 
+# A Raspberry Pi has no /dev/i2c-1 until the interface is turned on.
+ENABLE_HINT = (
+    "is I2C enabled? (sudo raspi-config nonint do_i2c 0, or dtparam=i2c_arm=on in "
+    "/boot/firmware/config.txt, then reboot)"
+)
+
+
 def open_i2c(bus: int | str) -> SMBus:
     """Open a real adapter by number (``1``) or path (``/dev/i2c-1``)."""
     try:
         return SMBus(bus)
     except OSError as exc:
-        raise BusError(f"cannot open I2C bus {bus}: {exc.strerror or exc}") from exc
+        hint = f": {ENABLE_HINT}" if exc.errno == errno.ENOENT else ""
+        raise BusError(f"cannot open I2C bus {bus}: {exc.strerror or exc}{hint}") from exc
 
 
 def transfer_error(exc: OSError, what: str) -> BusError:

@@ -15,7 +15,9 @@
 #     udev rule giving it /dev/i2c-*);
 #   - groups i2c and dialout; system user edge-gateway (no login shell, home
 #     /var/lib/edge-gateway, not created) in both;
-#   - /opt/edge-gateway/venv: python3 -m venv, then pip install of the source (again only
+#   - /opt/edge-gateway/venv: python3 -m venv, pip install wheel (so pip builds
+#     systemd-python, a source-only package, as a wheel rather than by the deprecated
+#     `setup.py install`), then pip install of the source (again only
 #     when the source changed: /opt/edge-gateway/source.sha256 records what is installed);
 #   - /etc/edge-gateway/gateway.yaml (root:edge-gateway 0640) from config/example.yaml;
 #     an existing file is kept byte for byte;
@@ -276,6 +278,9 @@ ensure_venv() {
   STAGE=$(mktemp -d)
   tar -C "$SOURCE" --exclude=__pycache__ --exclude='*.pyc' -cf - "${items[@]}" | tar -C "$STAGE" -xf -
   echo "installing $SOURCE into $VENV (minutes on a Pi Zero)"
+  # systemd-python has no wheel on PyPI: without wheel in the venv, pip would build it
+  # with the deprecated `setup.py install`.
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check wheel
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$STAGE"
   echo "$hash" >"$STAMP"
   chmod 0644 "$STAMP"

@@ -135,26 +135,45 @@ class ConfigShow(Command):
 
 
 class Scan(Command):
+    """Lists what answers on an I2C bus and what is on the 1-Wire bus. A bus that is not
+    there is a line saying how to turn it on; only when neither is there does it fail."""
+
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--bus", type=i2c_bus, default=1, help="bus number, path or sim (1)")
+        parser.add_argument("--w1-root", type=Path, default=Path("/sys/bus/w1/devices"),
+                            metavar="DIR", help="the 1-Wire devices (/sys/bus/w1/devices)")
 
     def run(self, args: argparse.Namespace) -> int:
+        from drivers import ds18b20
         from drivers.errors import BusError
         from drivers.i2c import I2CBus, open_i2c
         from drivers.scan import scan
         from drivers.sim.board import populated_bus
 
-        bus: I2CBus
+        missing = []
+        bus: I2CBus | None = None
         try:
             bus = populated_bus() if args.bus == "sim" else open_i2c(args.bus)
         except BusError as exc:
-            raise Failed(f"edge-gateway: {exc}") from None
+            missing.append(str(exc))
+        if bus is not None:
+            try:
+                found = scan(bus)
+            finally:
+                bus.close()
+            for chip in found:
+                print(f"0x{chip.address:02x}  {chip.chip}")
+            if not found:
+                print(f"no supported chip answers on bus {args.bus}", file=sys.stderr)
         try:
-            found = scan(bus)
-        finally:
-            bus.close()
-        for chip in found:
-            print(f"0x{chip.address:02x}  {chip.chip}")
-        if not found:
-            print(f"no supported chip answers on bus {args.bus}", file=sys.stderr)
-        return EXIT_OK
+            probes = ds18b20.scan(args.w1_root)
+        except BusError as exc:
+            missing.append(f"1-Wire: {exc}")
+        else:
+            for probe in probes:
+                print(f"{probe.id}  {probe.chip}")
+            if not probes:
+                print(f"no 1-Wire device under {args.w1_root}", file=sys.stderr)
+        for line in missing:
+            print(f"edge-gateway: {line}", file=sys.stderr)
+        return EXIT_FAILURE if len(missing) == 2 else EXIT_OK

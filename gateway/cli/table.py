@@ -37,7 +37,7 @@ COMMANDS: dict[str, CommandInfo] = {
     "config show": CommandInfo(DEVICE, "ConfigShow",
                                "the file with the applied remote layers on top, and where "
                                "each top-level key comes from"),
-    "scan": CommandInfo(DEVICE, "Scan", "probe an I2C bus for the supported chips"),
+    "scan": CommandInfo(DEVICE, "Scan", "list the chips on an I2C bus and the 1-Wire probes"),
     "keygen": CommandInfo(KEYS, "Keygen", "write a new Ed25519 key pair for signing"),
     "sign": CommandInfo(KEYS, "Sign", "wrap a payload file in a signed envelope"),
     "push-config": CommandInfo("gateway.cli.push", "PushConfig",

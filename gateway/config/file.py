@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway.config.fields import Location
 from gateway.config.models import PUBLIC_KEY_PATTERN, Config, is_key_file, semantic_errors
@@ -314,6 +314,30 @@ def validate(
     if issues:
         raise ConfigError(issues)
     return config
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def load_settings(path: Path) -> Settings:
+    """A file's settings, read but not validated."""
+    return read_settings(_read(path), str(path))
+
+
+def validate_as(model: type[S], settings: Settings, file: str) -> S:
+    """Settings of another file than the device's (the operator's) as ``model``, each
+    pydantic error on its line."""
+    issues = list(settings.issues)
+    try:
+        value = model.model_validate(settings.data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc, line = settings.index.locate(tuple(error["loc"]))
+            issues.append(ConfigIssue(file, line, _dotted(loc), _message(error)))
+        raise ConfigError(issues) from None
+    if issues:
+        raise ConfigError(issues)
+    return value
 
 
 def load(path: Path) -> Config:

@@ -1,7 +1,8 @@
 """Sensor models, one per driver, with the rules that hold for a sensor as a whole.
 
 A sensor is told apart by its ``driver`` key (a tagged union), and its bus settings are
-those of its chip: an I2C bus and address, or a serial port and Modbus unit. Each model
+those of its chip: an I2C bus and address, a serial port and Modbus unit, a generic
+Modbus device's port or host and register map (``registers``), or a 1-Wire probe's id. Each model
 says in ``problems`` what its fields get wrong together; an ADXL345's FIFO limits come
 from its driver, the one place that knows the chip.
 """
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, PlainValidator
 
 from gateway.config.fields import Interval, Problem, TopicName
+from gateway.config.registers import ModbusRegister, register_problems
 from gateway.config.section import Section
 from gateway.config.stages import Stages, Vibration
 
@@ -201,6 +203,7 @@ def check_serial_port(value: object) -> str:
 
 
 SerialPortName = Annotated[str, PlainValidator(check_serial_port)]
+Baudrate = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200]
 
 
 class SerialSensor(SensorBase):
@@ -208,7 +211,7 @@ class SerialSensor(SensorBase):
 
     port: SerialPortName
     unit: int
-    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    baudrate: Baudrate = 9600
     timeout_s: float = Field(0.5, gt=0, le=10)
 
     @property
@@ -226,7 +229,90 @@ class WTVB01Sensor(SerialSensor):
     unit: int = Field(0x50, ge=1, le=247)
 
 
+HOST_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,253}")
+
+
+def check_host(value: object) -> str:
+    if isinstance(value, str) and HOST_PATTERN.fullmatch(value):
+        return value
+    raise ValueError(f"host must be a host name, an IP address or sim, not {value!r}")
+
+
+# The settings only a serial line has, refused beside ``host``.
+RTU_ONLY = ("baudrate", "parity", "stopbits")
+
+
+class ModbusSensor(SensorBase):
+    """Any Modbus device, by its register map: RTU on ``port`` or TCP at ``host``."""
+
+    SIM_KEY = "port or host"
+
+    driver: Literal["modbus"]
+    port: SerialPortName | None = None
+    host: Annotated[str, PlainValidator(check_host)] | None = None
+    tcp_port: int = Field(502, ge=1, le=65535)
+    # 1..247 on a serial line; a TCP device may answer as 0 or 255 as well.
+    unit: int = Field(1, ge=0, le=255)
+    baudrate: Baudrate = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    timeout_s: float = Field(0.5, gt=0, le=10)
+    # The protocol's limit; some devices answer fewer registers per request.
+    max_registers_per_request: int = Field(125, ge=1, le=125)
+    registers: list[ModbusRegister] = Field(min_length=1)
+
+    @property
+    def simulated(self) -> bool:
+        return "sim" in (self.port, self.host)
+
+    def chip_problems(self) -> list[Problem]:
+        found: list[Problem] = []
+        if (self.port is None) == (self.host is None):
+            found.append(((), "give port (Modbus RTU) or host (Modbus TCP), one of them"))
+        elif self.host is not None:
+            found += [((name,), "a serial line's setting: Modbus TCP has none")
+                      for name in RTU_ONLY if name in self.model_fields_set]
+        else:
+            if "tcp_port" in self.model_fields_set:
+                found.append((("tcp_port",), "Modbus TCP only: give host, not port"))
+            if not 1 <= self.unit <= 247:
+                found.append((("unit",), "a unit on a serial line is 1 to 247"))
+        return found + register_problems(self.registers, self.max_registers_per_request)
+
+
+def check_w1_root(value: object) -> str:
+    if isinstance(value, str) and (value == "sim" or value.startswith("/")) and "\0" not in value:
+        return value
+    raise ValueError(f"w1_root must be an absolute path or sim, not {value!r}")
+
+
+W1_ID_PATTERN = re.compile(r"28-[0-9a-f]{12}")
+
+
+def check_w1_id(value: object) -> str:
+    if isinstance(value, str) and (value == "auto" or W1_ID_PATTERN.fullmatch(value)):
+        return value
+    raise ValueError(f"id must be auto or a DS18B20's 1-Wire id (28- and 12 hex digits, "
+                     f"as scan lists it), not {value!r}")
+
+
+class DS18B20Sensor(SensorBase):
+    """A DS18B20 probe on 1-Wire, read through the kernel's w1-therm driver."""
+
+    SIM_KEY = "w1_root"
+
+    driver: Literal["ds18b20"]
+    # auto: the one DS18B20 attached; with several, each sensor names its own.
+    id: Annotated[str, PlainValidator(check_w1_id)] = "auto"
+    w1_root: Annotated[str, PlainValidator(check_w1_root)] = "/sys/bus/w1/devices"
+
+    @property
+    def simulated(self) -> bool:
+        return self.w1_root == "sim"
+
+
 Sensor = Annotated[
-    SHT3xSensor | BME280Sensor | ADXL345Sensor | XYMD02Sensor | WTVB01Sensor,
+    SHT3xSensor | BME280Sensor | ADXL345Sensor | XYMD02Sensor | WTVB01Sensor | ModbusSensor
+    | DS18B20Sensor,
     Field(discriminator="driver"),
 ]

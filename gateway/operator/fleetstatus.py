@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from gateway.config.models import BrokerUrl
+from gateway.config.operator import BrokerAccess
 from gateway.operator.fleet import Device, Fleet
 from gateway.operator.mqtt import Session
 
@@ -22,10 +22,10 @@ UNKNOWN = "unknown"
 UNREPORTED = "unreported"
 
 
-async def collect(url: BrokerUrl, prefix: str, settle_s: float) -> Fleet:
+async def collect(broker: BrokerAccess, prefix: str, settle_s: float) -> Fleet:
     """What arrives on the devices' topics within ``settle_s``; ``BrokerError``."""
     fleet = Fleet(prefix)
-    async with Session(url) as mqtt:
+    async with Session(broker) as mqtt:
         await mqtt.subscribe(*fleet.topics())
         try:
             async with asyncio.timeout(settle_s):

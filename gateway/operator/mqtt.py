@@ -2,8 +2,10 @@
 publish retained at QoS 1 and wait for the PUBACK, read what arrives, disconnect.
 
 Unlike the device's uplink it never reconnects: a command that loses its broker says so and
-ends. It uses the uplink's gmqtt seam (``mqtt_client``), where every gmqtt internal we touch
-is named, rather than reaching into gmqtt a second time.
+ends. It logs in as a device does: a username with the password from a file, TLS verified
+against a CA file (or the system's CAs), and a client certificate when the broker wants
+one. It uses the uplink's gmqtt seam (``mqtt_client``), where every gmqtt internal we
+touch is named, rather than reaching into gmqtt a second time.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any, TypeVar
 from gmqtt import Subscription
 from gmqtt.mqtt.constants import MQTTv50
 
-from gateway.config.models import BrokerUrl
+from gateway.config.operator import BrokerAccess
+from gateway.regularfile import read_regular
 from gateway.uplink.mqtt_client import AckTracker, SupervisedClient
 
 ACK_TIMEOUT_S = 10.0  # for CONNACK, SUBACK and PUBACK alike
@@ -47,15 +50,50 @@ class Received:
     retained: bool  # delivered from the broker's store at subscription, not published since
 
 
+# A password file holds one line; more than this is not a password file.
+MAX_PASSWORD_BYTES = 4096
+
+
+def _password(broker: BrokerAccess) -> str | None:
+    if broker.password_file is None:
+        return None
+    try:
+        # Never made to wait: a FIFO or a device named as the file is refused unopened.
+        data = read_regular(broker.password_file, MAX_PASSWORD_BYTES + 1)
+    except OSError as exc:
+        raise BrokerError(f"cannot read password file {broker.password_file}: "
+                          f"{exc.strerror or exc}") from None
+    if len(data) > MAX_PASSWORD_BYTES:
+        raise BrokerError(f"password file {broker.password_file} is longer than "
+                          f"{MAX_PASSWORD_BYTES} bytes")
+    return data.decode("utf-8", "replace").split("\n", 1)[0].rstrip("\r")
+
+
+def _tls(broker: BrokerAccess) -> ssl.SSLContext | bool:
+    """``broker.tls``'s CA (else the system's: ``SSL_CERT_FILE`` names another bundle, as for
+    any OpenSSL program) and client certificate, as the device's uplink builds them."""
+    if not broker.url.tls:
+        return False
+    tls = broker.tls
+    try:
+        context = ssl.create_default_context(cafile=tls.ca_file)
+        if tls.cert_file is not None:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        files = ", ".join(str(f) for f in (tls.ca_file, tls.cert_file, tls.key_file) if f)
+        raise BrokerError(f"cannot load the TLS files ({files}): "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
+    context.check_hostname = tls.verify_hostname
+    return context
+
+
 class Session:
-    """``async with Session(url) as mqtt``: connected inside, disconnected cleanly (or the
-    socket dropped) on every way out.
+    """``async with Session(broker) as mqtt``: connected inside, disconnected cleanly (or
+    the socket dropped) on every way out."""
 
-    ``mqtts://`` verifies the broker against the system's CAs (``SSL_CERT_FILE`` names
-    another bundle, as for any OpenSSL program)."""
-
-    def __init__(self, url: BrokerUrl) -> None:
-        self._url = url
+    def __init__(self, broker: BrokerAccess) -> None:
+        self._broker = broker
+        self._url = broker.url
         self._lost = asyncio.Event()
         self._inbox: asyncio.Queue[Received] = asyncio.Queue(INBOX_SIZE)
         self._subscribed: dict[int, asyncio.Future[list[int]]] = {}
@@ -69,7 +107,9 @@ class Session:
 
     async def __aenter__(self) -> Session:
         url = self._url
-        tls: ssl.SSLContext | bool = ssl.create_default_context() if url.tls else False
+        tls = _tls(self._broker)
+        if self._broker.username is not None:
+            self._client.set_auth_credentials(self._broker.username, _password(self._broker))
         try:
             async with asyncio.timeout(ACK_TIMEOUT_S):
                 await self._client.connect(url.host, url.port, ssl=tls, keepalive=KEEPALIVE_S,

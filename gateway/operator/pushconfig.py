@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol, TextIO
 
-from gateway.config.models import BrokerUrl
+from gateway.config.operator import BrokerAccess
 from gateway.operator.mqtt import Received, Session
 from gateway.remote.layers import DEVICE, group_scope
 from gateway.trust.envelope import sign
@@ -126,11 +126,11 @@ def _device_of(topic: str, prefix: str, *kind: str) -> str | None:
     return None
 
 
-async def push_device(url: BrokerUrl, update: Update, timeout_s: float, out: TextIO) -> int:
+async def push_device(broker: BrokerAccess, update: Update, timeout_s: float, out: TextIO) -> int:
     target = update.target
     device = str(target.device)
     already = False
-    async with Session(url) as mqtt:
+    async with Session(broker) as mqtt:
         await mqtt.subscribe(f"{target.prefix}/{device}/config/state")
         pushed_at = time.time()
         await mqtt.publish_retained(target.set_topic, update.envelope(pushed_at))
@@ -217,11 +217,11 @@ class GroupDisplay(Protocol):
         """Redraw; ``final``: those that have not answered are silent."""
 
 
-async def push_group(url: BrokerUrl, update: Update, timeout_s: float, out: TextIO,
+async def push_group(broker: BrokerAccess, update: Update, timeout_s: float, out: TextIO,
                      display: GroupDisplay) -> int:
     target = update.target
     members = Members(target, update.version, update.key.public.kid)
-    async with Session(url) as mqtt:
+    async with Session(broker) as mqtt:
         await mqtt.subscribe(f"{target.prefix}/+/status", f"{target.prefix}/+/config/state")
         await _read_for(mqtt, SETTLE_S, members.take)
         members.pushed_at = time.time()

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gateway.config.models import BrokerUrl
+from gateway.config.operator import BrokerAccess
 from gateway.firmware.rollout import default_salt
 from gateway.operator.mqtt import Session
 from gateway.trust.envelope import sign
@@ -100,9 +100,9 @@ class Manifest:
         return sign(self.payload(time.time() if issued_at is None else issued_at), key)
 
 
-async def publish(url: BrokerUrl, prefix: str, manifest: Manifest, key: PrivateKey) -> str:
+async def publish(broker: BrokerAccess, prefix: str, manifest: Manifest, key: PrivateKey) -> str:
     """Publish retained at QoS 1, acknowledged by the broker; the topic it went to."""
     topic = manifest_topic(prefix, manifest.channel)
-    async with Session(url) as mqtt:
+    async with Session(broker) as mqtt:
         await mqtt.publish_retained(topic, manifest.signed(key))
     return topic

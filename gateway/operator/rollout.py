@@ -35,7 +35,7 @@ from typing import Protocol
 
 from packaging.version import Version
 
-from gateway.config.models import BrokerUrl
+from gateway.config.operator import BrokerAccess
 from gateway.firmware.rollout import eligible
 from gateway.operator.fleet import TERMINAL_STATES, Device, Fleet, parse_version
 from gateway.operator.mqtt import Received, Session
@@ -266,11 +266,11 @@ class Rollout:
         self.view = view
         self.reason: str | None = None  # why it ended early, one line
 
-    async def run(self, url: BrokerUrl) -> int:
+    async def run(self, broker: BrokerAccess) -> int:
         """The exit code; ``Refused`` before anything is published, ``BrokerError``."""
         fleet = Fleet(self.plan.prefix)
         observed = Observed(fleet, self.plan.topic)
-        async with Session(url) as mqtt:
+        async with Session(broker) as mqtt:
             await mqtt.subscribe(self.plan.topic, *fleet.topics())
             reader = asyncio.create_task(observed.pump(mqtt))
             try:

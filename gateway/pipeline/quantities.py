@@ -5,12 +5,13 @@ discovery) must know them before any reading: they follow from the driver, and f
 ``vibration`` stage, which turns an ADXL345's raw samples into window features and adds
 the overall velocity and its severity zone to a WTVB01's readings. The other stages change
 values, drop readings or group them, never the quantities. The driver table mirrors each
-driver's ``read``; tests hold it to what the drivers and stages really produce.
+driver's ``read``; a Modbus device's quantities are its registers' names, in the order the
+file lists them. Tests hold both to what the drivers and stages really produce.
 """
 
 from __future__ import annotations
 
-from gateway.config.models import Sensor
+from gateway.config.models import ModbusSensor, Sensor
 from gateway.config.stages import Vibration
 from gateway.pipeline.vibration_stage import VELOCITY_AXES
 
@@ -25,6 +26,7 @@ DRIVER_QUANTITIES: dict[str, tuple[str, ...]] = {
     "sht3x": ("temperature_c", "humidity_rh"),
     "xymd02": ("temperature_c", "humidity_rh"),
     "bme280": ("temperature_c", "humidity_rh", "pressure_hpa"),
+    "ds18b20": ("temperature_c",),
     "adxl345": _axes("accel_{}_g"),
     "wtvb01": (
         *_axes("accel_{}_g"),
@@ -55,7 +57,10 @@ readings of other sensors pass it unchanged."""
 
 def quantities(sensor: Sensor) -> tuple[str, ...]:
     """The quantities ``sensor``'s telemetry readings carry, in a stable order."""
-    raw = DRIVER_QUANTITIES[sensor.driver]
+    if isinstance(sensor, ModbusSensor):
+        raw = tuple(register.name for register in sensor.registers)
+    else:
+        raw = DRIVER_QUANTITIES[sensor.driver]
     if not any(isinstance(stage, Vibration) for stage in sensor.pipeline):
         return raw
     if sensor.driver == "adxl345":

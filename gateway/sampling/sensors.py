@@ -3,7 +3,8 @@
 This is the one place that maps configuration onto ``drivers``; the rest of the gateway
 sees a sensor as something that reads a dict of quantities (or, for an accelerometer,
 drains a FIFO) and can be closed. A driver's module (and its libraries: minimalmodbus
-and pyserial for Modbus) is imported when a configured sensor first needs it.
+and pyserial for Modbus RTU, pymodbus for Modbus TCP) is imported when a configured
+sensor first needs it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.config.models import (
     ADXL345Sensor,
     BME280Sensor,
+    DS18B20Sensor,
     I2CSensor,
+    ModbusSensor,
     Sensor,
     SerialSensor,
     SHT3xSensor,
@@ -27,6 +31,7 @@ from gateway.sampling.simbench import SimBench
 if TYPE_CHECKING:
     from drivers.adxl345 import FifoBatch
     from drivers.i2c import I2CBus
+    from drivers.modbus_map import RegisterReader
     from drivers.wtvb01 import WTVB01
     from drivers.xymd02 import XYMD02
 
@@ -109,7 +114,61 @@ def _open_serial(config: SerialSensor, ports: SerialPorts, bench: SimBench) -> O
     return OpenSensor(read=read, close=driver.close)
 
 
+def _open_modbus(config: ModbusSensor, ports: SerialPorts, bench: SimBench) -> OpenSensor:
+    from drivers.modbus_map import ModbusMap
+
+    server = bench.modbus_device(config) if config.simulated else None
+    transport: RegisterReader
+    if config.host is not None:
+        from drivers.modbus_tcp import ModbusTCP
+
+        host = config.host if server is None else "127.0.0.1"
+        tcp_port = config.tcp_port if server is None else int(server.port)
+        transport = ModbusTCP(host, tcp_port, config.unit, config.timeout_s)
+        device = ModbusMap(transport, [r.register() for r in config.registers],
+                           config.max_registers_per_request)
+        return OpenSensor(read=device.read, close=device.close)
+    from drivers.modbus import ModbusRTU
+
+    assert config.port is not None  # the configuration check holds port or host
+    port = config.port if server is None else str(server.port)
+    transport = ModbusRTU(port, config.baudrate, config.unit, config.timeout_s,
+                          parity=config.parity, stopbits=config.stopbits)
+    device = ModbusMap(transport, [r.register() for r in config.registers],
+                       config.max_registers_per_request)
+    # Requests on one line take turns with every other unit's, of whatever driver.
+    lock = ports.lock(port)
+
+    def read() -> dict[str, float]:
+        with lock:
+            return device.read()
+
+    return OpenSensor(read=read, close=device.close)
+
+
+def _open_ds18b20(config: DS18B20Sensor, bench: SimBench) -> OpenSensor:
+    from drivers.ds18b20 import DS18B20
+
+    if not config.simulated:
+        probe = DS18B20(config.id, Path(config.w1_root))
+        return OpenSensor(read=probe.read, close=probe.close)
+    tree = bench.w1_bus(config).tree
+    tree.refresh()
+    emulated = DS18B20(config.id, tree.root)
+
+    def read() -> dict[str, float]:
+        # The kernel converts when the file is read; the emulator, when asked to.
+        tree.refresh()
+        return emulated.read()
+
+    return OpenSensor(read=read, close=emulated.close)
+
+
 def open_sensor(config: Sensor, ports: SerialPorts, bench: SimBench) -> OpenSensor:
     if isinstance(config, SerialSensor):
         return _open_serial(config, ports, bench)
+    if isinstance(config, ModbusSensor):
+        return _open_modbus(config, ports, bench)
+    if isinstance(config, DS18B20Sensor):
+        return _open_ds18b20(config, bench)
     return _open_i2c(config, bench)

@@ -5,22 +5,29 @@ after a failure, or a sampler rebuilt by a reload, finds the same chip in the sa
 state. Changing only a sensor's ``sim`` settings changes that chip in place, which is
 how an operator (or a test) unplugs and plugs back an emulated sensor. An emulator's
 module is imported when a sensor first needs it: a device with real chips only loads
-none of them.
+none of them. A generic Modbus device is its register map served over a pty (``port:
+sim``) or a loopback TCP port (``host: sim``); a DS18B20 is a probe on a fake 1-Wire
+tree in a temporary directory of its own, removed with the emulator.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import zlib
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 from drivers.sim.faults import Faults
 from gateway.config.models import (
     ADXL345Sensor,
     BME280Sensor,
+    DS18B20Sensor,
     I2CSensor,
+    ModbusSensor,
     Sensor,
     SensorBase,
     SerialSensor,
@@ -30,8 +37,10 @@ from gateway.config.models import (
 )
 
 if TYPE_CHECKING:
+    from drivers.sim.ds18b20 import W1Tree
     from drivers.sim.i2c import I2CDevice
     from drivers.sim.modbus import ModbusSimServer
+    from drivers.sim.modbus_tcp import ModbusTcpSimServer
     from drivers.sim.wtvb01 import WTVB01Sim
     from drivers.sim.xymd02 import XYMD02Sim
 
@@ -52,6 +61,12 @@ def _faults(config: SimConfig | None) -> Faults:
 def _identity(config: SensorBase) -> tuple[object, ...]:
     if isinstance(config, SerialSensor):
         return (type(config), config.unit, config.baudrate)
+    if isinstance(config, ModbusSensor):
+        # The map is the device: another map is another emulator.
+        return (type(config), config.port, config.host, config.unit, config.baudrate,
+                tuple(r.register() for r in config.registers))
+    if isinstance(config, DS18B20Sensor):
+        return (type(config), config.id)
     assert isinstance(config, I2CSensor)
     return (type(config), config.address)
 
@@ -61,6 +76,16 @@ class _Closable(Protocol):
     """An emulator holding resources (a Modbus server: a pty and a thread)."""
 
     def close(self) -> None: ...
+
+
+@dataclass
+class W1Bus:
+    """An emulated 1-Wire bus: the tree a DS18B20 driver reads, in a directory of its own."""
+
+    tree: W1Tree
+
+    def close(self) -> None:
+        shutil.rmtree(self.tree.root, ignore_errors=True)
 
 
 class SimBench:
@@ -74,6 +99,14 @@ class SimBench:
 
     def modbus_server(self, config: SerialSensor) -> ModbusSimServer:
         return cast("ModbusSimServer", self._get(config, lambda f: self._new_server(config, f)))
+
+    def modbus_device(self, config: ModbusSensor) -> ModbusSimServer | ModbusTcpSimServer:
+        """The running server of a generic device: on a pty, or on a loopback TCP port."""
+        return cast("ModbusSimServer | ModbusTcpSimServer",
+                    self._get(config, lambda f: self._new_map_server(config, f)))
+
+    def w1_bus(self, config: DS18B20Sensor) -> W1Bus:
+        return cast("W1Bus", self._get(config, lambda f: self._new_w1_bus(config, f)))
 
     def _get(self, config: SensorBase, make: Callable[[Faults], object]) -> object:
         identity = _identity(config)
@@ -124,6 +157,32 @@ class SimBench:
         server = device.server(unit=config.unit, baudrate=config.baudrate)
         server.start()
         return server
+
+    @staticmethod
+    def _new_map_server(config: ModbusSensor,
+                        faults: Faults) -> ModbusSimServer | ModbusTcpSimServer:
+        from drivers.sim.modbus_map import ModbusMapSim
+        from drivers.sim.signal import Climate
+
+        device = ModbusMapSim([r.register() for r in config.registers],
+                              climate=Climate(seed=_seed(config)), faults=faults)
+        server: ModbusSimServer | ModbusTcpSimServer = (
+            device.tcp_server(unit=config.unit) if config.host is not None
+            else device.server(unit=config.unit, baudrate=config.baudrate))
+        server.start()
+        return server
+
+    @staticmethod
+    def _new_w1_bus(config: DS18B20Sensor, faults: Faults) -> W1Bus:
+        from drivers.ds18b20 import AUTO, FAMILY
+        from drivers.sim.ds18b20 import DS18B20Sim, W1Tree
+        from drivers.sim.signal import Climate
+
+        tree = W1Tree(Path(tempfile.mkdtemp(prefix="edge-gateway-w1-")))
+        # With id auto, a serial number of its own, the same across restarts.
+        probe_id = f"{FAMILY}-{_seed(config):012x}" if config.id == AUTO else config.id
+        tree.attach(DS18B20Sim(probe_id, climate=Climate(seed=_seed(config)), faults=faults))
+        return W1Bus(tree)
 
     def update(self, sensors: list[Sensor]) -> None:
         """Apply changed fault settings to the live emulators; retire removed ones."""

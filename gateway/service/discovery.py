@@ -9,7 +9,9 @@ dropped the quantity from the last one), and each sensor one diagnostic entity r
 health from the heartbeat. All of them are unavailable while the device's retained status
 says ``offline``, as its last will does, and belong to one Home Assistant device, the
 gateway. Which quantities a sensor has comes from ``gateway.pipeline.quantities``; their
-units and Home Assistant device classes from the table below.
+units and Home Assistant device classes from the table below, and for a Modbus device's
+registers from each register's ``unit``, which also names the device class when it is one
+Home Assistant knows.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config.models import Config, Sensor, home_assistant_id
+from gateway.config.models import Config, ModbusSensor, Sensor, home_assistant_id
 from gateway.pipeline.quantities import AXES, ZONE, quantities
 from gateway.pipeline.severity import ZONES
 from gateway.sampling.health import State
@@ -38,6 +40,8 @@ class Kind:
     precision: int
     # Home Assistant's sensor device class: its icon, unit conversion and long-term charts.
     device_class: str | None = None
+    # A meter's energy only grows; Home Assistant's energy dashboard takes only that.
+    state_class: str = "measurement"
 
 
 def _per_axis(pattern: str, label: str, unit: str, precision: int) -> dict[str, Kind]:
@@ -60,6 +64,35 @@ KINDS: dict[str, Kind] = {
     **_per_axis("displacement_{}_um", "displacement", "µm", 0),
     **_per_axis("frequency_{}_hz", "frequency", "Hz", 1),
 }
+
+# Units of a register that say what it measures, with Home Assistant's device class.
+UNIT_CLASSES: dict[str, str] = {
+    **dict.fromkeys(("V", "mV", "kV"), "voltage"),
+    **dict.fromkeys(("A", "mA"), "current"),
+    **dict.fromkeys(("W", "kW"), "power"),
+    "VA": "apparent_power",
+    "var": "reactive_power",
+    **dict.fromkeys(("Wh", "kWh", "MWh"), "energy"),
+    **dict.fromkeys(("Hz", "kHz"), "frequency"),
+    **dict.fromkeys(("°C", "°F", "K"), "temperature"),
+    **dict.fromkeys(("Pa", "hPa", "kPa", "bar", "mbar", "psi"), "pressure"),
+}
+REGISTER_PRECISION = 2
+
+
+def kind_of(sensor: Sensor, quantity: str) -> Kind:
+    """How Home Assistant shows ``quantity`` of ``sensor``: a known quantity by the table,
+    a Modbus register by its name and ``unit`` (the table's when it gives none). What a
+    stage adds to a register map's readings (a vibration stage's severity) is in the table."""
+    if isinstance(sensor, ModbusSensor):
+        register = next((r for r in sensor.registers if r.name == quantity), None)
+        if register is not None and (register.unit is not None or quantity not in KINDS):
+            device_class = UNIT_CLASSES.get(register.unit or "")
+            return Kind(quantity.replace("_", " "), register.unit, REGISTER_PRECISION,
+                        device_class,
+                        "total_increasing" if device_class == "energy" else "measurement")
+    return KINDS[quantity]
+
 
 HEALTH_STATES = tuple(state.value for state in State)
 
@@ -141,8 +174,8 @@ def _entities(config: Config, sensor: Sensor, base: str) -> list[tuple[str, dict
             entity.update(name=f"{sensor.name} vibration zone", device_class="enum",
                           options=list(ZONES))
         else:
-            kind = KINDS[quantity]
-            entity.update(name=f"{sensor.name} {kind.label}", state_class="measurement",
+            kind = kind_of(sensor, quantity)
+            entity.update(name=f"{sensor.name} {kind.label}", state_class=kind.state_class,
                           suggested_display_precision=kind.precision)
             if kind.unit is not None:
                 entity["unit_of_measurement"] = kind.unit

@@ -34,6 +34,11 @@ SENSORS: list[dict[str, Any]] = [
     {"name": "wtvb", "driver": "wtvb01", "port": "sim", "interval_s": 0.05},
     {"name": "wtvb-vib", "driver": "wtvb01", "port": "sim", "interval_s": 0.05,
      "pipeline": [VIBRATION, {"stage": "average", "every": 2}]},
+    {"name": "probe", "driver": "ds18b20", "w1_root": "sim", "interval_s": 0.05},
+    # A generic device's quantities are its registers' names.
+    {"name": "meter", "driver": "modbus", "host": "sim", "interval_s": 0.05,
+     "registers": [{"name": "voltage_v", "table": "input", "address": 0, "type": "float32"},
+                   {"name": "energy_kwh", "table": "holding", "address": 0, "type": "uint32"}]},
 ]
 
 
@@ -54,7 +59,8 @@ def test_configured_quantities_are_those_the_readings_carry(tmp_path: Path) -> N
     expected = {sensor.name: set(quantities(sensor)) for sensor in config.sensors}
     assert seen == expected
     # Every driver is covered, and the vibration stage changed what it should.
-    assert {s["driver"] for s in SENSORS} == set(DRIVER_QUANTITIES)
+    assert {s["driver"] for s in SENSORS} == {*DRIVER_QUANTITIES, "modbus"}
+    assert expected["meter"] == {"voltage_v", "energy_kwh"}
     assert expected["sht-vib"] == expected["sht"]
     assert expected["wtvb-vib"] - expected["wtvb"] == {"velocity_rms_mm_s", "zone"}
     assert "zone" in expected["adxl-vib"] and "accel_x_g" not in expected["adxl-vib"]

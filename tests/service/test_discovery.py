@@ -101,3 +101,47 @@ def test_names_alike_to_home_assistant_are_fine_while_discovery_is_off(tmp_path:
     text = BASE + "  - {name: a_b, driver: sht3x, bus: sim, address: 0x45, interval_s: 1}\n"
     parse(text, "gw.yaml")
     parse(text + "home_assistant: {discovery_prefix: ha/disc}\n", "gw.yaml")
+
+
+METER = """\
+device_id: pi
+home_assistant: {enabled: true}
+mqtt:
+  brokers: ["mqtt://127.0.0.1:1883"]
+sensors:
+  - name: meter
+    driver: modbus
+    host: 192.0.2.10
+    interval_s: 1
+    registers:
+      - {name: voltage_v, table: input, address: 0, type: float32, unit: V}
+      - {name: import_kwh, table: input, address: 0x48, type: float32, unit: kWh}
+      - {name: power_factor, table: input, address: 0x1E, type: float32}
+      - {name: temperature_c, table: holding, address: 0, type: int16, scale: 0.1}
+      - {name: speed_rpm, table: holding, address: 1, type: uint16, unit: rpm}
+  - name: probe
+    driver: ds18b20
+    interval_s: 1
+"""
+
+
+def test_a_register_map_and_a_probe_are_discovered_with_their_units() -> None:
+    messages = discovery.messages(parse(METER, "gw.yaml"), "1.0")
+
+    def entity(object_id: str) -> tuple[object, ...]:
+        found = json.loads(messages[f"homeassistant/sensor/pi/{object_id}/config"])
+        return (found["name"], found.get("unit_of_measurement"), found.get("device_class"),
+                found["state_class"])
+
+    assert len(messages) == 5 + 1 + 2
+    assert entity("meter_voltage_v") == ("meter voltage v", "V", "voltage", "measurement")
+    # A meter's energy only grows: Home Assistant's energy dashboard takes it so.
+    assert entity("meter_import_kwh") == ("meter import kwh", "kWh", "energy",
+                                          "total_increasing")
+    assert entity("meter_power_factor") == ("meter power factor", None, None, "measurement")
+    # A known quantity without a unit is shown as the other drivers' is.
+    assert entity("meter_temperature_c") == ("meter temperature", "°C", "temperature",
+                                             "measurement")
+    assert entity("meter_speed_rpm") == ("meter speed rpm", "rpm", None, "measurement")
+    assert entity("probe_temperature_c") == ("probe temperature", "°C", "temperature",
+                                             "measurement")
