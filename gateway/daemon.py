@@ -39,6 +39,7 @@ from gateway import __version__
 from gateway.config import file as configfile
 from gateway.config.models import Config, Sensor
 from gateway.firmware import slots as firmware_slots
+from gateway.pipeline.alarms import AlarmBook
 from gateway.pipeline.core import Pipeline, build_steps
 from gateway.pipeline.seq import SeqStore
 from gateway.remote import effective
@@ -171,6 +172,8 @@ class Daemon:
         self._seqs = SeqStore(config.state_dir / "seq.json", self._offload)
         self._seqs.load()
         self._queue = MessageQueue(config.queue, config.state_dir)
+        self._alarms = AlarmBook(config.state_dir, self._queue, self._offload)
+        self._alarms.load()
         self._uplink = Uplink(
             config.mqtt,
             Identity(config.device_id, __version__, uuid.uuid4().hex, tuple(config.groups)),
@@ -214,6 +217,7 @@ class Daemon:
         await self._discover(config)
         await self._sync_firmware(config, self._keyring)
         self._start_heartbeat(config)
+        await self._alarms.sync(config)
         await self._sensors.reconcile(config.sensors, self._pipeline_factory(config))
         await self._ready()
         if self.notifier.watchdog_s:
@@ -245,7 +249,8 @@ class Daemon:
         def make(sensor: Sensor) -> Pipeline:
             return Pipeline(config.device_id, sensor.name, build_steps(sensor.pipeline),
                             f"{prefix}/telemetry/{sensor.name}", config.mqtt.qos,
-                            self._seqs, self._queue)
+                            self._seqs, self._queue, alarms=self._alarms.sensor(sensor.name),
+                            state_dir=config.state_dir)
 
         return make
 
@@ -304,6 +309,7 @@ class Daemon:
             self._uplink.regroup(tuple(config.groups))
         restart_all = (config.mqtt.topic_prefix, config.mqtt.qos) != (old.mqtt.topic_prefix,
                                                                       old.mqtt.qos)
+        await self._alarms.sync(config)
         started = await self._sensors.reconcile(config.sensors, self._pipeline_factory(config),
                                                 restart_all)
         if config.heartbeat != old.heartbeat:
@@ -484,6 +490,7 @@ class Daemon:
             self._uplink.stats(),
             self._health,
             config_version=dict(self._remote.versions()),
+            alarms=self._alarms.active(),
             firmware=heartbeat.FirmwareInfo(
                 __version__, self._running_slot,
                 self.config.firmware.channel if self._firmware is not None else None),

@@ -18,12 +18,14 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from gateway.config import stages as cfg
 from gateway.pipeline import codec, stages
+from gateway.pipeline.alarms import SensorAlarms
 from gateway.pipeline.batch import Batch
 from gateway.pipeline.pool import Pool, PoolStats, Record
 from gateway.pipeline.seq import SeqStore
@@ -77,6 +79,15 @@ class Steps:
     @property
     def takes_samples(self) -> bool:
         return self._vibration is not None
+
+    def watch(self, alarms: stages.Step) -> None:
+        """Evaluate ``alarms`` on every reading as it leaves the stages that clean values:
+        before the first ``deadband`` (and the batch), which must not delay or hide one."""
+        chain = self._stages
+        at = next((i for i, s in enumerate(chain) if isinstance(s, stages.Deadband)),
+                  len(chain))
+        chain.insert(at, alarms)
+        self._after_vibration = chain[1:]
 
     @property
     def windows_discarded(self) -> int:
@@ -186,8 +197,15 @@ class Pipeline:
         seqs: SeqStore,
         queue: MessageQueue,
         clock: Callable[[], float] = time.time,
+        alarms: SensorAlarms | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.sensor = sensor
+        # Where stages keep what must outlive the process (an anomaly baseline).
+        self._state_dir = state_dir
+        self._alarms = alarms
+        if alarms is not None:
+            steps.watch(alarms)
         self._steps = steps
         self._topic = topic
         self._qos = qos
@@ -212,7 +230,7 @@ class Pipeline:
         """One reading of scalar quantities taken at ``ts`` (Unix seconds)."""
         steps = self._steps
         steps.push(ts, values)
-        if steps.outbox or steps.failures:
+        if steps.outbox or steps.failures or (self._alarms and self._alarms.unsaved):
             await self._send()
         if steps.batch.records and not self._timer_armed:
             self._arm_timer()
@@ -241,6 +259,8 @@ class Pipeline:
         before the first await."""
         old = self._steps
         old.flush()
+        if self._alarms is not None:
+            steps.watch(self._alarms)
         steps.outbox.extend(old.outbox)
         steps.failures.extend(old.failures)
         steps.readings += old.readings
@@ -280,6 +300,8 @@ class Pipeline:
         steps = self._steps
         if steps.failures:
             self._log_failures()
+        if self._alarms is not None and self._alarms.unsaved:
+            await self._alarms.save()
         outbox = steps.outbox
         if outbox:
             # Messages take their seq in the order they were made, also when the sampler

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway.config import stages as cfg
+from gateway.config.quantities import VELOCITY_AXES
 from gateway.pipeline import severity
 from gateway.pipeline.pool import Pool, Record
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 
     from gateway.pipeline.vibration import Features, SampleWindows
 
-VELOCITY_AXES = ("velocity_x_mm_s", "velocity_y_mm_s", "velocity_z_mm_s")
 
 
 class Vibration:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config.models import Config, Sensor, home_assistant_id
-from gateway.pipeline.quantities import AXES, ZONE, quantities
+from gateway.config.quantities import AXES, ZONE, quantities
 from gateway.pipeline.severity import ZONES
 from gateway.sampling.health import State
 

@@ -32,7 +32,9 @@ def payload(
     sensors: Mapping[str, SensorHealth],
     config_version: Mapping[str, int],
     firmware: FirmwareInfo,
+    alarms: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
+    """``alarms``: how many alarms are raised, per severity."""
     now = time.time()
     return {
         "ts": now,
@@ -59,6 +61,7 @@ def payload(
         "config_version": dict(config_version),
         "firmware": {"version": firmware.version, "slot": firmware.slot,
                      "channel": firmware.channel},
+        "alarms": dict(alarms or {}),
     }
 
 

@@ -346,7 +346,8 @@ class Uplink:
                 await acks.changed.wait()
             if self._bucket is not None:
                 await self._bucket.acquire()
-            client.publish(message.topic, message.payload, qos=message.qos, **extra)
+            client.publish(message.topic, message.payload, qos=message.qos,
+                           retain=message.retain, **extra)
             if message.qos:
                 sent[acks.last_mid] = message
             else:

@@ -13,7 +13,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gateway.cli import main
 from gateway.config.file import parse
-from gateway.pipeline.quantities import DRIVER_QUANTITIES, VELOCITY_SEVERITY, WINDOW_FEATURES
+from gateway.config.quantities import DRIVER_QUANTITIES, VELOCITY_SEVERITY, WINDOW_FEATURES
 from gateway.service import discovery
 
 JINJA = ImmutableSandboxedEnvironment()
