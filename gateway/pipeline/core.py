@@ -26,10 +26,12 @@ import structlog
 from gateway.config import stages as cfg
 from gateway.pipeline import codec, stages
 from gateway.pipeline.alarms import SensorAlarms
+from gateway.pipeline.anomaly_stage import Anomaly
 from gateway.pipeline.batch import Batch
 from gateway.pipeline.pool import Pool, PoolStats, Record
 from gateway.pipeline.seq import SeqStore
 from gateway.pipeline.vibration_stage import Vibration
+from gateway.statefile import write_atomic
 from gateway.uplink.queue import Message, MessageQueue
 
 if TYPE_CHECKING:
@@ -47,13 +49,16 @@ STAGES: dict[str, Callable[[Any], stages.Step]] = {
     "downsample": stages.Downsample,
     "vibration": Vibration,
 }
-"""Every configurable stage but ``batch``, which ends the chain (``gateway.batch``)."""
+"""Every configurable stage but ``batch``, which ends the chain (``gateway.batch``), and
+``anomaly``, which is built on the vibration stage before it."""
 
 # Records in flight besides those stages and the batch keep: the one being processed,
 # and one more for a flush that builds a record (``average``).
 IN_FLIGHT = 2
 
 FAILURE_LOG_INTERVAL_S = 60.0
+# Under state_dir: each anomaly stage's learned baseline, by sensor.
+ANOMALY_DIR = "anomaly"
 
 
 class Steps:
@@ -62,6 +67,7 @@ class Steps:
     def __init__(self, chain: list[stages.Step], batch: cfg.Batch | None) -> None:
         self._stages = chain
         self._vibration = chain[0] if chain and isinstance(chain[0], Vibration) else None
+        self.anomaly = next((s for s in chain if isinstance(s, Anomaly)), None)
         self._after_vibration = chain[1:]
         max_readings = batch.max_readings if batch else 1
         self.pool = Pool(Record, max_readings + IN_FLIGHT + sum(s.holds for s in chain))
@@ -168,7 +174,15 @@ class Steps:
 def build_steps(configs: Sequence[cfg.Stage]) -> Steps:
     """The stages of ``sensors[].pipeline``, in order; ``batch`` ends the chain."""
     cfg.check_order(list(configs))
-    chain = [STAGES[c.stage](c) for c in configs if not isinstance(c, cfg.Batch)]
+    chain: list[stages.Step] = []
+    for c in configs:
+        if isinstance(c, cfg.Anomaly):
+            # Right after the vibration stage (check_order), whose spectra it reads.
+            vibration = chain[0]
+            assert isinstance(vibration, Vibration)
+            chain.append(Anomaly(c, vibration))
+        elif not isinstance(c, cfg.Batch):
+            chain.append(STAGES[c.stage](c))
     batch = next((c for c in configs if isinstance(c, cfg.Batch)), None)
     return Steps(chain, batch)
 
@@ -206,6 +220,7 @@ class Pipeline:
         self._alarms = alarms
         if alarms is not None:
             steps.watch(alarms)
+        self._bind(steps)
         self._steps = steps
         self._topic = topic
         self._qos = qos
@@ -241,6 +256,8 @@ class Pipeline:
         last taken at ``ts_end``: a flat buffer interleaving x, y, z (the ADXL345 driver's
         ``FifoBatch.samples``) or a sequence of (x, y, z). ``overflow``: samples were lost
         before this burst, so the window in progress is abandoned."""
+        if self._steps.anomaly is not None and self._steps.anomaly.needs_load:
+            await asyncio.to_thread(self._steps.anomaly.load)
         steps = self._steps
         steps.push_samples(ts_end, samples, rate_hz, overflow)
         await self._send()
@@ -261,6 +278,9 @@ class Pipeline:
         old.flush()
         if self._alarms is not None:
             steps.watch(self._alarms)
+        self._bind(steps)
+        if steps.anomaly is not None and old.anomaly is not None:
+            steps.anomaly.adopt(old.anomaly)
         steps.outbox.extend(old.outbox)
         steps.failures.extend(old.failures)
         steps.readings += old.readings
@@ -302,6 +322,13 @@ class Pipeline:
             self._log_failures()
         if self._alarms is not None and self._alarms.unsaved:
             await self._alarms.save()
+        anomaly = steps.anomaly
+        if anomaly is not None and anomaly.unsaved is not None and anomaly.path is not None:
+            data, anomaly.unsaved = anomaly.unsaved, None
+            try:
+                await asyncio.to_thread(write_atomic, anomaly.path, data)
+            except OSError as exc:
+                log.error("anomaly.save_failed", sensor=self.sensor, error=str(exc))
         outbox = steps.outbox
         if outbox:
             # Messages take their seq in the order they were made, also when the sampler
@@ -340,6 +367,10 @@ class Pipeline:
             log.warning("pipeline.stage_failed", sensor=self.sensor, stage=stage,
                         error=repr(exc), **extra)
         self._steps.failures.clear()
+
+    def _bind(self, steps: Steps) -> None:
+        if steps.anomaly is not None and self._state_dir is not None:
+            steps.anomaly.bind(self._state_dir / ANOMALY_DIR / f"{self.sensor}.json")
 
     def _arm_timer(self) -> None:
         self._timer_armed = True

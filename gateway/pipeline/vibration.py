@@ -141,6 +141,15 @@ class SampleWindows:
         self._ring: Floats = np.zeros((AXES, size))
         self._ws = Workspace(size, rate_hz, band_low_hz, band_high_hz)
 
+    @property
+    def power(self) -> Floats:
+        """The power spectrum (axes x bins) of the window analysed last."""
+        return self._ws.power
+
+    @property
+    def freqs(self) -> Floats:
+        return self._ws.freqs
+
     def restart(self) -> None:
         """Forget the samples of the window in progress (after a gap in the stream)."""
         self.filled = 0
