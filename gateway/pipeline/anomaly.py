@@ -58,15 +58,14 @@ class Features:
         self.size = len(SCALARS) + bands
         self.vector: Floats = np.empty(self.size)
         self._bands = band_matrix(freqs, low_hz, high_hz, bands)
-        self._summed: Floats = np.empty(len(freqs))
+        self._energies = self.vector[len(SCALARS):]
 
     def extract(self, values: dict[str, float], power: Floats) -> Floats:
-        """From a window's reading and its power spectrum (axes x bins)."""
+        """From a window's reading and its power spectrum summed over the axes (bins)."""
         vector = self.vector
         for index, name in enumerate(SCALARS):
             vector[index] = values.get(name, 0.0)
-        np.sum(power, axis=0, out=self._summed)
-        np.matmul(self._summed, self._bands, out=vector[len(SCALARS):])
+        np.matmul(power, self._bands, out=self._energies)
         np.maximum(vector, FLOOR, out=vector)
         np.log(vector, out=vector)
         return vector

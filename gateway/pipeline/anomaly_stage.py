@@ -61,11 +61,19 @@ class Anomaly:
         self._loaded = False
         self._model: _Model | None = None
         # A learned baseline's file, waiting to be written by the pipeline.
-        self.unsaved: bytes | None = None
+        self._unsaved: bytes | None = None
+        # Whether the pipeline has a file to read or write for it (checked every burst).
+        self.io_due = False
 
     def bind(self, path: Path) -> None:
         """Keep the baseline in ``path``."""
         self._path = path
+        self.io_due = not self._loaded or self._unsaved is not None
+
+    def take_unsaved(self) -> bytes | None:
+        unsaved, self._unsaved = self._unsaved, None
+        self.io_due = False
+        return unsaved
 
     @property
     def path(self) -> Path | None:
@@ -85,12 +93,14 @@ class Anomaly:
             data = None
         self._stored = data if isinstance(data, dict) else None
         self._loaded = True
+        self.io_due = self._unsaved is not None
 
     def adopt(self, old: Anomaly) -> None:
         """Go on with what ``old`` (the stage this one replaces) learned or read, if its
         settings are the same: a rebuilt pipeline does not learn again."""
         if old.config == self.config:
             self._model, self._stored, self._loaded = old._model, old._stored, old._loaded
+            self.io_due = self._path is not None and not self._loaded
 
     def process(self, record: Record, pool: Pool[Record]) -> Record:
         windows = self._vibration.windows
@@ -109,8 +119,9 @@ class Anomaly:
         baseline.add(vector)
         if baseline.learned:
             log.info("anomaly.learned", windows=baseline.count)
-            self.unsaved = json.dumps({"fingerprint": model.fingerprint,
-                                       "baseline": baseline.to_json()}).encode()
+            self._unsaved = json.dumps({"fingerprint": model.fingerprint,
+                                        "baseline": baseline.to_json()}).encode()
+            self.io_due = self._path is not None
         return record
 
     def flush(self, pool: Pool[Record]) -> None:

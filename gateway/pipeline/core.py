@@ -256,10 +256,14 @@ class Pipeline:
         last taken at ``ts_end``: a flat buffer interleaving x, y, z (the ADXL345 driver's
         ``FifoBatch.samples``) or a sequence of (x, y, z). ``overflow``: samples were lost
         before this burst, so the window in progress is abandoned."""
-        if self._steps.anomaly is not None and self._steps.anomaly.needs_load:
-            await asyncio.to_thread(self._steps.anomaly.load)
         steps = self._steps
+        anomaly = steps.anomaly
+        if anomaly is not None and anomaly.io_due:
+            await self._anomaly_io(anomaly)
+            steps = self._steps
         steps.push_samples(ts_end, samples, rate_hz, overflow)
+        if anomaly is not None and anomaly.io_due:
+            await self._anomaly_io(anomaly)
         await self._send()
         if steps.batch.records and not self._timer_armed:
             self._arm_timer()
@@ -322,13 +326,6 @@ class Pipeline:
             self._log_failures()
         if self._alarms is not None and self._alarms.unsaved:
             await self._alarms.save()
-        anomaly = steps.anomaly
-        if anomaly is not None and anomaly.unsaved is not None and anomaly.path is not None:
-            data, anomaly.unsaved = anomaly.unsaved, None
-            try:
-                await asyncio.to_thread(write_atomic, anomaly.path, data)
-            except OSError as exc:
-                log.error("anomaly.save_failed", sensor=self.sensor, error=str(exc))
         outbox = steps.outbox
         if outbox:
             # Messages take their seq in the order they were made, also when the sampler
@@ -367,6 +364,18 @@ class Pipeline:
             log.warning("pipeline.stage_failed", sensor=self.sensor, stage=stage,
                         error=repr(exc), **extra)
         self._steps.failures.clear()
+
+    async def _anomaly_io(self, anomaly: Anomaly) -> None:
+        """Read the anomaly stage's baseline before its first window, write it once
+        learned: in a worker thread."""
+        if anomaly.needs_load:
+            await asyncio.to_thread(anomaly.load)
+        unsaved, path = anomaly.take_unsaved(), anomaly.path
+        if unsaved is not None and path is not None:
+            try:
+                await asyncio.to_thread(write_atomic, path, unsaved)
+            except OSError as exc:
+                log.error("anomaly.save_failed", sensor=self.sensor, error=str(exc))
 
     def _bind(self, steps: Steps) -> None:
         if steps.anomaly is not None and self._state_dir is not None:
