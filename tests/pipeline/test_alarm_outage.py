@@ -1,7 +1,8 @@
 """End to end, what the README promises of alarms: one raised while the broker is away is
 delivered after the outage, in order with the telemetry queued around it, and stays
-retained on the broker. The daemon as a process, a real Mosquitto behind a proxy that
-cuts the daemon off."""
+retained on the broker; the SIGHUP that changed it left another alarm's state alone; the
+heartbeat counts the raised alarms. The daemon as a process, a real Mosquitto behind a
+proxy that cuts the daemon off."""
 
 from __future__ import annotations
 
@@ -23,12 +24,16 @@ from proxy import Proxy
 
 TELEMETRY = "gw/dev-1/telemetry/room"
 ALARM = "gw/dev-1/alarm/room/hot"
+OTHER = "gw/dev-1/alarm/room/warm"
 
 
 def settings(port: int, state: Path, above: float) -> dict[str, Any]:
-    config = device_config(port, state)
+    config = device_config(port, state, heartbeat={"interval_s": 1})
     config["sensors"][0]["alarms"] = [
-        {"name": "hot", "quantity": "temperature_c", "above": above, "severity": "critical"}]
+        {"name": "hot", "quantity": "temperature_c", "above": above, "severity": "critical"},
+        # Raised from the first reading on (the room is never this cold), and unchanged.
+        {"name": "warm", "quantity": "temperature_c", "above": -200.0, "severity": "info"},
+    ]
     return config
 
 
@@ -46,6 +51,7 @@ def test_an_alarm_raised_offline_arrives_after_the_outage_in_order(
     write_config(path, settings(proxy.port, tmp_path / "state", above=1000.0))
     sub = Subscriber(broker.port, "gw/dev-1/+/room/#")
     sub_telemetry = Subscriber(broker.port, TELEMETRY)
+    beats = Subscriber(broker.port, "gw/dev-1/heartbeat")
     daemon = DaemonProcess(path)
     arrived: list[Received] = []
     try:
@@ -66,11 +72,13 @@ def test_an_alarm_raised_offline_arrives_after_the_outage_in_order(
             assert time.monotonic() < deadline, [m.topic for m in arrived]
             arrived.append(sub.get(timeout=max(0.1, deadline - time.monotonic())))
         held = retained(broker.port, ALARM)
+        beat = beats.until(lambda m: m.json()["alarms"]["critical"] == 1).json()
         assert daemon.stop() == 0
     finally:
         daemon.kill()
         sub.close()
         sub_telemetry.close()
+        beats.close()
         proxy.stop()
 
     # A message in flight at the cut is sent again after it (README: seq may repeat).
@@ -83,14 +91,19 @@ def test_an_alarm_raised_offline_arrives_after_the_outage_in_order(
         if seq is not None:
             seen.add(seq)
     arrived = unique
+    assert beat["alarms"] == {"info": 1, "warning": 0, "critical": 1}
+    # The unchanged alarm was raised once, at the start, before the outage: the SIGHUP
+    # did not raise it again nor clear it.
+    assert [m.json()["state"] for m in arrived if m.topic == OTHER] == ["active"]
     [at] = [i for i, m in enumerate(arrived) if m.topic == ALARM]
     document = arrived[at].json()
     assert {k: document[k] for k in ("sensor", "alarm", "state", "threshold", "severity")} == {
         "sensor": "room", "alarm": "hot", "state": "active", "threshold": -100.0,
         "severity": "critical"}
     raised_at = document["ts"]
-    before = [r["ts"] for m in arrived[:at] for r in m.json()["readings"]]
-    after = [r["ts"] for m in arrived[at + 1:] for r in m.json()["readings"]]
+    before = [r["ts"] for m in arrived[:at] if m.topic == TELEMETRY for r in m.json()["readings"]]
+    after = [r["ts"] for m in arrived[at + 1:] if m.topic == TELEMETRY
+             for r in m.json()["readings"]]
     # Every reading taken before the raise arrived before it, the rest after: the queue
     # kept the order across the outage, and lost nothing of it.
     assert before and after and max(before) < raised_at <= min(after)
