@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, PlainValidator
 
+from gateway.config import alarms, quantities
 from gateway.config.fields import (
     DAY_S,
     NAME_PATTERN,
@@ -225,5 +226,9 @@ def semantic_errors(config: Config) -> list[Problem]:
                            f"{sensor.name!r} and {other!r} are the same sensor to Home "
                            f"Assistant ({discovery_id!r}): rename one"))
         errors += [(("sensors", index, *loc), message) for loc, message in sensor.problems()]
+        produced = quantities.quantities(sensor)
+        errors += [(("sensors", index, *loc), message)
+                   for loc, message in alarms.problems(sensor.alarms, produced,
+                                                       quantities.LABELS)]
     errors += [(("mqtt", *loc), message) for loc, message in config.mqtt.problems()]
     return errors

@@ -16,10 +16,11 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, PlainValidator
 
+from gateway.config.alarms import Alarm
 from gateway.config.fields import Interval, Problem, TopicName
 from gateway.config.registers import ModbusRegister, register_problems
 from gateway.config.section import Section
-from gateway.config.stages import Stages, Vibration
+from gateway.config.stages import Anomaly, Stages, Vibration
 
 
 class SimFaults(Section):
@@ -74,12 +75,15 @@ class SensorBase(Section):
     SIM_KEY: ClassVar[str]
     # Whether its emulator takes ``sim.tones`` (what shakes an accelerometer).
     SHAKES: ClassVar[bool] = False
+    # Whether it streams raw samples into a vibration stage (what an anomaly stage needs).
+    STREAMS: ClassVar[bool] = False
 
     name: TopicName
     interval_s: Interval
     pipeline: Stages = []
     health: HealthConfig = HealthConfig()
     sim: SimConfig | None = None
+    alarms: list[Alarm] = []
 
     @property
     @abstractmethod
@@ -97,6 +101,10 @@ class SensorBase(Section):
         found += self.chip_problems()
         if self.sim and self.sim.tones is not None and not self.SHAKES:
             found.append((("sim", "tones"), "only an adxl345 has tones"))
+        for index, stage in enumerate(self.pipeline):
+            if isinstance(stage, Anomaly) and not self.STREAMS:
+                found.append((("pipeline", index, "stage"),
+                              "an anomaly stage needs the raw samples of an adxl345"))
         return found
 
     def chip_problems(self) -> list[Problem]:
@@ -139,6 +147,7 @@ MIN_WINDOW_SAMPLES = 16
 
 class ADXL345Sensor(I2CSensor):
     SHAKES = True
+    STREAMS = True
 
     driver: Literal["adxl345"]
     address: Literal[0x53, 0x1D] = 0x53

@@ -108,6 +108,19 @@ class Vibration(Section):
         return self
 
 
+class Anomaly(Section):
+    """A learned baseline of the vibration stage's window features (log RMS per axis,
+    peak, crest factor, dominant frequency, and the energy of ``bands`` log-spaced bands
+    of the spectrum within the vibration stage's band), and each window's distance from
+    it. ``learn_windows`` defaults to an hour of windows; raising ``relearn`` (or any
+    other change of the settings) learns anew."""
+
+    stage: Literal["anomaly"]
+    learn_windows: int | None = Field(None, ge=50, le=1_000_000)
+    bands: int = Field(8, ge=2, le=32)
+    relearn: int = Field(0, ge=0)
+
+
 class Batch(Section):
     """Readings grouped into one telemetry message, sent when it holds ``max_readings``
     or its first reading is ``max_delay_s`` old."""
@@ -118,20 +131,26 @@ class Batch(Section):
 
 
 Stage = Annotated[
-    Calibrate | Range | Median | Ema | Deadband | Average | Downsample | Vibration | Batch,
+    Calibrate | Range | Median | Ema | Deadband | Average | Downsample | Vibration | Anomaly
+    | Batch,
     Field(discriminator="stage"),
 ]
 
 
 def check_order(stages: list[Stage]) -> list[Stage]:
     """Raw samples enter at the vibration stage and messages leave at the batch stage,
-    so each may appear once, vibration first and batch last."""
+    so each may appear once, vibration first and batch last; an anomaly stage reads the
+    spectrum of the window the vibration stage just analysed, so it comes right after."""
     names: list[str] = [stage.stage for stage in stages]
     for name, index in (("vibration", 0), ("batch", len(names) - 1)):
         if names.count(name) > 1:
             raise ValueError(f"at most one {name} stage")
         if name in names and names.index(name) != index:
             raise ValueError(f"the {name} stage must be the {'first' if index == 0 else 'last'}")
+    if names.count("anomaly") > 1:
+        raise ValueError("at most one anomaly stage")
+    if "anomaly" in names and names[: names.index("anomaly")] != ["vibration"]:
+        raise ValueError("the anomaly stage must come right after a vibration stage")
     return stages
 
 

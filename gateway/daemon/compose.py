@@ -37,6 +37,7 @@ from gateway.sampling.running import RunningSensors
 from gateway.sampling.simbench import SimBench
 from gateway.service.diagnostics import Diagnostics
 from gateway.service.notify import Notifier
+from gateway.pipeline.alarms import AlarmBook
 from gateway.uplink.inbox import Inbox
 from gateway.uplink.queue import MessageQueue
 from gateway.uplink.supervisor import Identity, Uplink
@@ -60,6 +61,8 @@ async def compose(path: Path, document: configfile.Document) -> Daemon:
     seqs = SeqStore(config.state_dir / "seq.json", offload)
     await asyncio.to_thread(seqs.load)
     queue = MessageQueue(config.queue, config.state_dir)
+    alarms = AlarmBook(config.state_dir, queue, offload)
+    await asyncio.to_thread(alarms.load)
     links = LinkWatch()
     uplink = Uplink(config.mqtt,
                     Identity(config.device_id, __version__, uuid.uuid4().hex,
@@ -74,8 +77,9 @@ async def compose(path: Path, document: configfile.Document) -> Daemon:
     reconfigurer = Reconfigurer(path, start, store, inbox, uplink)
     firmware = FirmwareHost(path, config, tasks, uplink, Vitals(uplink, health, start.problem),
                             signals, offload)
-    status = Status(queue, uplink, inbox, health, sensors, firmware, reconfigurer)
-    parts = Parts(tasks, queue, uplink, inbox, seqs, sensors, firmware, status, offload)
+    status = Status(queue, uplink, inbox, health, sensors, firmware, reconfigurer, alarms)
+    parts = Parts(tasks, queue, uplink, inbox, seqs, alarms, sensors, firmware, status,
+                  offload)
     log.info("daemon.started", version=__version__, config=str(path),
              device=config.device_id, remote_versions=reconfigurer.versions())
     return Daemon(reconfigurer, parts, status, tasks, queue, uplink, inbox, links, signals,

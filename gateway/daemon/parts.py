@@ -22,6 +22,7 @@ from gateway.daemon.firmware_host import FirmwareHost
 from gateway.daemon.status import Status
 from gateway.daemon.tasks import Tasks
 from gateway.pipeline.core import Pipeline, build_steps
+from gateway.pipeline.alarms import AlarmBook
 from gateway.pipeline.seq import SeqStore
 from gateway.remote.decide import config_topics
 from gateway.remote.store import Offload
@@ -54,13 +55,14 @@ def _largest_incoming(config: Config) -> int:
 
 class Parts:
     def __init__(self, tasks: Tasks, queue: MessageQueue, uplink: Uplink, inbox: Inbox,
-                 seqs: SeqStore, sensors: RunningSensors, firmware: FirmwareHost,
+                 seqs: SeqStore, alarms: AlarmBook, sensors: RunningSensors, firmware: FirmwareHost,
                  status: Status, offload: Offload) -> None:
         self._tasks = tasks
         self._queue = queue
         self._uplink = uplink
         self._inbox = inbox
         self._seqs = seqs
+        self._alarms = alarms
         self.sensors = sensors
         self._firmware = firmware
         self._status = status
@@ -80,6 +82,7 @@ class Parts:
         await self._discover(config)
         await self._firmware.sync(config, keyring)
         self._start_heartbeat(config)
+        await self._alarms.sync(config)
         await self.sensors.reconcile(config.sensors, self._pipeline_factory(config))
 
     async def change(self, old: Config, new: Config, keyring: Keyring,
@@ -95,6 +98,8 @@ class Parts:
             self._uplink.regroup(tuple(new.groups))
         restart_all = (new.mqtt.topic_prefix, new.mqtt.qos) != (old.mqtt.topic_prefix,
                                                                 old.mqtt.qos)
+        # Before the sensors: a rebuilt pipeline takes its alarms from the book as changed.
+        await self._alarms.sync(new)
         started = await self.sensors.reconcile(new.sensors, self._pipeline_factory(new),
                                                restart_all)
         if new.heartbeat != old.heartbeat:
@@ -129,7 +134,8 @@ class Parts:
         def make(sensor: Sensor) -> Pipeline:
             return Pipeline(config.device_id, sensor.name, build_steps(sensor.pipeline),
                             f"{prefix}/telemetry/{sensor.name}", config.mqtt.qos,
-                            self._seqs, self._queue)
+                            self._seqs, self._queue, alarms=self._alarms.sensor(sensor.name),
+                            state_dir=config.state_dir)
 
         return make
 

@@ -16,6 +16,7 @@ from typing import Any
 from gateway import __version__
 from gateway.daemon.firmware_host import FirmwareHost
 from gateway.daemon.reconfigure import Reconfigurer
+from gateway.pipeline.alarms import AlarmBook
 from gateway.sampling.health import SensorHealth, State
 from gateway.sampling.running import RunningSensors
 from gateway.service import heartbeat
@@ -45,7 +46,7 @@ class LinkWatch:
 class Status:
     def __init__(self, queue: MessageQueue, uplink: Uplink, inbox: Inbox,
                  health: Mapping[str, SensorHealth], sensors: RunningSensors,
-                 firmware: FirmwareHost, reconfigurer: Reconfigurer) -> None:
+                 firmware: FirmwareHost, reconfigurer: Reconfigurer, alarms: AlarmBook) -> None:
         self._started = time.monotonic()
         self._queue = queue
         self._uplink = uplink
@@ -54,6 +55,7 @@ class Status:
         self._sensors = sensors
         self._firmware = firmware
         self._reconfigurer = reconfigurer
+        self._alarms = alarms
 
     def line(self) -> str:
         now = time.time()
@@ -71,6 +73,7 @@ class Status:
             self._health,
             config_version=remote.versions(),
             config_rejected=remote.junk.counts,
+            alarms=self._alarms.active(),
             firmware=heartbeat.FirmwareInfo(__version__, self._firmware.running_slot,
                                             self._firmware.channel),
         )

@@ -61,6 +61,8 @@ class ReadingsEncoder:
                     buffer += to_text(value).encode()
             if reading.zone is not None:
                 buffer += b',"zone":%b' % _dumps(reading.zone)
+            if reading.anomaly_state is not None:
+                buffer += b',"anomaly_state":%b' % _dumps(reading.anomaly_state)
             if reading.out_of_range:
                 buffer += b',"out_of_range":%b' % _dumps(reading.out_of_range)
             buffer += b"}"

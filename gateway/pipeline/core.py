@@ -18,16 +18,20 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from gateway.config import stages as cfg
 from gateway.pipeline import codec, stages
+from gateway.pipeline.alarms import SensorAlarms
+from gateway.pipeline.anomaly_stage import Anomaly
 from gateway.pipeline.batch import Batch
 from gateway.pipeline.pool import Pool, PoolStats, Record
 from gateway.pipeline.seq import SeqStore
 from gateway.pipeline.vibration_stage import Vibration
+from gateway.statefile import write_atomic
 from gateway.uplink.queue import Message, MessageQueue
 
 if TYPE_CHECKING:
@@ -45,13 +49,16 @@ STAGES: dict[str, Callable[[Any], stages.Step]] = {
     "downsample": stages.Downsample,
     "vibration": Vibration,
 }
-"""Every configurable stage but ``batch``, which ends the chain (``gateway.batch``)."""
+"""Every configurable stage but ``batch``, which ends the chain (``gateway.batch``), and
+``anomaly``, which is built on the vibration stage before it."""
 
 # Records in flight besides those stages and the batch keep: the one being processed,
 # and one more for a flush that builds a record (``average``).
 IN_FLIGHT = 2
 
 FAILURE_LOG_INTERVAL_S = 60.0
+# Under state_dir: each anomaly stage's learned baseline, by sensor.
+ANOMALY_DIR = "anomaly"
 
 
 class Steps:
@@ -60,6 +67,7 @@ class Steps:
     def __init__(self, chain: list[stages.Step], batch: cfg.Batch | None) -> None:
         self._stages = chain
         self._vibration = chain[0] if chain and isinstance(chain[0], Vibration) else None
+        self.anomaly = next((s for s in chain if isinstance(s, Anomaly)), None)
         self._after_vibration = chain[1:]
         max_readings = batch.max_readings if batch else 1
         self.pool = Pool(Record, max_readings + IN_FLIGHT + sum(s.holds for s in chain))
@@ -77,6 +85,15 @@ class Steps:
     @property
     def takes_samples(self) -> bool:
         return self._vibration is not None
+
+    def watch(self, alarms: stages.Step) -> None:
+        """Evaluate ``alarms`` on every reading as it leaves the stages that clean values:
+        before the first ``deadband`` (and the batch), which must not delay or hide one."""
+        chain = self._stages
+        at = next((i for i, s in enumerate(chain) if isinstance(s, stages.Deadband)),
+                  len(chain))
+        chain.insert(at, alarms)
+        self._after_vibration = chain[1:]
 
     @property
     def windows_discarded(self) -> int:
@@ -157,7 +174,15 @@ class Steps:
 def build_steps(configs: Sequence[cfg.Stage]) -> Steps:
     """The stages of ``sensors[].pipeline``, in order; ``batch`` ends the chain."""
     cfg.check_order(list(configs))
-    chain = [STAGES[c.stage](c) for c in configs if not isinstance(c, cfg.Batch)]
+    chain: list[stages.Step] = []
+    for c in configs:
+        if isinstance(c, cfg.Anomaly):
+            # Right after the vibration stage (check_order), whose spectra it reads.
+            vibration = chain[0]
+            assert isinstance(vibration, Vibration)
+            chain.append(Anomaly(c, vibration))
+        elif not isinstance(c, cfg.Batch):
+            chain.append(STAGES[c.stage](c))
     batch = next((c for c in configs if isinstance(c, cfg.Batch)), None)
     return Steps(chain, batch)
 
@@ -186,8 +211,16 @@ class Pipeline:
         seqs: SeqStore,
         queue: MessageQueue,
         clock: Callable[[], float] = time.time,
+        alarms: SensorAlarms | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.sensor = sensor
+        # Where stages keep what must outlive the process (an anomaly baseline).
+        self._state_dir = state_dir
+        self._alarms = alarms
+        if alarms is not None:
+            steps.watch(alarms)
+        self._bind(steps)
         self._steps = steps
         self._topic = topic
         self._qos = qos
@@ -212,7 +245,7 @@ class Pipeline:
         """One reading of scalar quantities taken at ``ts`` (Unix seconds)."""
         steps = self._steps
         steps.push(ts, values)
-        if steps.outbox or steps.failures:
+        if steps.outbox or steps.failures or (self._alarms and self._alarms.unsaved):
             await self._send()
         if steps.batch.records and not self._timer_armed:
             self._arm_timer()
@@ -224,7 +257,13 @@ class Pipeline:
         ``FifoBatch.samples``) or a sequence of (x, y, z). ``overflow``: samples were lost
         before this burst, so the window in progress is abandoned."""
         steps = self._steps
+        anomaly = steps.anomaly
+        if anomaly is not None and anomaly.io_due:
+            await self._anomaly_io(anomaly)
+            steps = self._steps
         steps.push_samples(ts_end, samples, rate_hz, overflow)
+        if anomaly is not None and anomaly.io_due:
+            await self._anomaly_io(anomaly)
         await self._send()
         if steps.batch.records and not self._timer_armed:
             self._arm_timer()
@@ -241,6 +280,11 @@ class Pipeline:
         before the first await."""
         old = self._steps
         old.flush()
+        if self._alarms is not None:
+            steps.watch(self._alarms)
+        self._bind(steps)
+        if steps.anomaly is not None and old.anomaly is not None:
+            steps.anomaly.adopt(old.anomaly)
         steps.outbox.extend(old.outbox)
         steps.failures.extend(old.failures)
         steps.readings += old.readings
@@ -280,6 +324,8 @@ class Pipeline:
         steps = self._steps
         if steps.failures:
             self._log_failures()
+        if self._alarms is not None and self._alarms.unsaved:
+            await self._alarms.save()
         outbox = steps.outbox
         if outbox:
             # Messages take their seq in the order they were made, also when the sampler
@@ -318,6 +364,22 @@ class Pipeline:
             log.warning("pipeline.stage_failed", sensor=self.sensor, stage=stage,
                         error=repr(exc), **extra)
         self._steps.failures.clear()
+
+    async def _anomaly_io(self, anomaly: Anomaly) -> None:
+        """Read the anomaly stage's baseline before its first window, write it once
+        learned: in a worker thread."""
+        if anomaly.needs_load:
+            await asyncio.to_thread(anomaly.load)
+        unsaved, path = anomaly.take_unsaved(), anomaly.path
+        if unsaved is not None and path is not None:
+            try:
+                await asyncio.to_thread(write_atomic, path, unsaved)
+            except OSError as exc:
+                log.error("anomaly.save_failed", sensor=self.sensor, error=str(exc))
+
+    def _bind(self, steps: Steps) -> None:
+        if steps.anomaly is not None and self._state_dir is not None:
+            steps.anomaly.bind(self._state_dir / ANOMALY_DIR / f"{self.sensor}.json")
 
     def _arm_timer(self) -> None:
         self._timer_armed = True

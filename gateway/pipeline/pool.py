@@ -86,20 +86,23 @@ class Record:
     """One reading on its way through the pipeline.
 
     ``values`` is the record's own dict, refilled in place; ``zone`` is the ISO 10816
-    severity zone when a vibration stage set one; ``out_of_range`` names the quantities
-    a ``range`` stage flagged.
+    severity zone when a vibration stage set one; ``anomaly_state`` is an anomaly
+    stage's ``learning`` or ``ok``; ``out_of_range`` names the quantities a ``range``
+    stage flagged.
     """
 
-    __slots__ = ("out_of_range", "pooled", "ts", "values", "zone")
+    __slots__ = ("anomaly_state", "out_of_range", "pooled", "ts", "values", "zone")
 
     def __init__(self) -> None:
         self.ts = 0.0
         self.values: dict[str, float] = {}
         self.zone: str | None = None
+        self.anomaly_state: str | None = None
         self.out_of_range: list[str] = []
         self.pooled = False
 
     def reset(self) -> None:
         self.values.clear()
         self.zone = None
+        self.anomaly_state = None
         self.out_of_range.clear()

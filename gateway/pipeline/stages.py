@@ -175,6 +175,7 @@ class Deadband:
         self._max_silence_s = config.max_silence_s
         self._sent: dict[str, float] = {}
         self._sent_zone: str | None = None
+        self._sent_state: str | None = None
         self._sent_ts: float | None = None
         self._held: Record | None = None
 
@@ -183,6 +184,7 @@ class Deadband:
         if self._due(record):
             self._sent_ts = record.ts
             self._sent_zone = record.zone
+            self._sent_state = record.anomaly_state
             for quantity in self._delta:
                 value = record.values.get(quantity)
                 if value is not None:
@@ -202,7 +204,7 @@ class Deadband:
         # A wall clock stepped back (NTP on a Pi without RTC) must not silence the sensor.
         if not 0.0 <= record.ts - self._sent_ts < self._max_silence_s:
             return True
-        if record.zone != self._sent_zone:
+        if record.zone != self._sent_zone or record.anomaly_state != self._sent_state:
             return True
         values = record.values
         for quantity, delta in self._delta.items():
@@ -222,7 +224,7 @@ class Deadband:
 class Average:
     """The mean per quantity over the group, stamped with the group's last ``ts``. The
     group carries the worst severity zone and every flag of its readings: averaging must
-    not hide an alarm."""
+    not hide an alarm; and the latest anomaly state."""
 
     name = "average"
     holds = 0
@@ -234,6 +236,7 @@ class Average:
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         self._zone: str | None = None
+        self._anomaly_state: str | None = None
         self._flagged: list[str] = []
 
     def process(self, record: Record, pool: RecordPool) -> Record | None:
@@ -243,6 +246,8 @@ class Average:
             sums[quantity] = sums.get(quantity, 0.0) + value
             counts[quantity] = counts.get(quantity, 0) + 1
         self._zone = severity.worse(self._zone, record.zone)
+        if record.anomaly_state is not None:
+            self._anomaly_state = record.anomaly_state
         for quantity in record.out_of_range:
             if quantity not in self._flagged:
                 self._flagged.append(quantity)
@@ -267,8 +272,10 @@ class Average:
             counts[quantity] = 0
         record.ts = self._ts
         record.zone = self._zone
+        record.anomaly_state = self._anomaly_state
         record.out_of_range[:] = self._flagged
         self._zone = None
+        self._anomaly_state = None
         self._flagged.clear()
         self._seen = 0
 

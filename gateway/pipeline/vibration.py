@@ -70,7 +70,8 @@ class Workspace:
     """Every array the analysis of one window needs, allocated once for a window length
     and rate and overwritten by each window."""
 
-    __slots__ = ("centred", "freqs", "power", "scratch", "spectrum", "taper", "velocity_weight")
+    __slots__ = ("centred", "freqs", "power", "scratch", "spectrum", "summed", "taper",
+                 "velocity_weight")
 
     def __init__(self, size: int, rate_hz: float, band_low_hz: float, band_high_hz: float
                  ) -> None:
@@ -79,6 +80,8 @@ class Workspace:
         self.scratch: Floats = np.empty((AXES, size))
         self.spectrum = np.empty((AXES, bins), dtype=np.complex128)
         self.power: Floats = np.empty((AXES, bins))
+        # The power summed over the axes: the dominant frequency's spectrum.
+        self.summed: Floats = np.empty(bins)
         self.taper: Floats = np.hanning(size)
         self.freqs: Floats = np.fft.rfftfreq(size, 1.0 / rate_hz)
         self.velocity_weight = velocity_weights(self.freqs, self.taper, band_low_hz,
@@ -101,7 +104,8 @@ def analyse(window: Floats, ws: Workspace) -> Features:
     power = np.abs(ws.spectrum, out=ws.power)
     np.square(power, out=power)
     velocity = np.sqrt(power @ ws.velocity_weight)
-    dominant = 1 + int(np.argmax(power[:, 1:].sum(axis=0)))
+    summed = np.sum(power, axis=0, out=ws.summed)
+    dominant = 1 + int(np.argmax(summed[1:]))
     return Features(
         rms_g=(float(rms[0]), float(rms[1]), float(rms[2])),
         peak_g=peak,
@@ -140,6 +144,15 @@ class SampleWindows:
         self.filled = 0
         self._ring: Floats = np.zeros((AXES, size))
         self._ws = Workspace(size, rate_hz, band_low_hz, band_high_hz)
+
+    @property
+    def power(self) -> Floats:
+        """The power spectrum summed over the axes (bins) of the window analysed last."""
+        return self._ws.summed
+
+    @property
+    def freqs(self) -> Floats:
+        return self._ws.freqs
 
     def restart(self) -> None:
         """Forget the samples of the window in progress (after a gap in the stream)."""

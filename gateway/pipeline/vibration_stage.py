@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway.config import stages as cfg
+from gateway.config.quantities import VELOCITY_AXES
 from gateway.pipeline import severity
 from gateway.pipeline.pool import Pool, Record
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 
     from gateway.pipeline.vibration import Features, SampleWindows
 
-VELOCITY_AXES = ("velocity_x_mm_s", "velocity_y_mm_s", "velocity_z_mm_s")
 
 
 class Vibration:
@@ -29,9 +29,15 @@ class Vibration:
     holds = 0
 
     def __init__(self, config: cfg.Vibration) -> None:
-        self._config = config
+        self.config = config
         self._windows: SampleWindows | None = None
         self.discarded = 0
+
+    @property
+    def windows(self) -> SampleWindows | None:
+        """The sample stream, whose workspace holds the last window's spectrum (read by an
+        anomaly stage while that window's reading passes it)."""
+        return self._windows
 
     def process(self, record: Record, pool: Pool[Record]) -> Record:
         values = record.values
@@ -42,7 +48,7 @@ class Vibration:
                 return record
             velocity = max(velocity, abs(value))
         values["velocity_rms_mm_s"] = velocity
-        record.zone = severity.zone(velocity, self._config.machine_class)
+        record.zone = severity.zone(velocity, self.config.machine_class)
         return record
 
     def flush(self, pool: Pool[Record]) -> None:
@@ -73,7 +79,7 @@ class Vibration:
         # Here rather than at the top: numpy is paid for only by a sensor that streams.
         from gateway.pipeline.vibration import SampleWindows
 
-        c = self._config
+        c = self.config
         return SampleWindows(rate_hz, c.window_s, c.overlap, c.band_low_hz, c.band_high_hz)
 
     def _record(self, features: Features, ts: float, pool: Pool[Record]) -> Record:
@@ -88,5 +94,5 @@ class Vibration:
             values["crest_factor"] = features.crest_factor
         values["dominant_hz"] = features.dominant_hz
         values["velocity_rms_mm_s"] = features.velocity_rms_mm_s
-        record.zone = severity.zone(features.velocity_rms_mm_s, self._config.machine_class)
+        record.zone = severity.zone(features.velocity_rms_mm_s, self.config.machine_class)
         return record

@@ -4,7 +4,8 @@ Each sensor is a unit: its pipeline, its sampler and their two tasks (the sample
 pipeline's batch timer), children of the daemon's TaskGroup and owned here: ``stop`` cancels
 and awaits them, then flushes the pipeline, so nothing a sensor read is lost. ``reconcile``
 compares the new sensor list with the running one: a sensor that is unchanged keeps running
-(and its ``seq``), one whose only change is its pipeline gets the new stages from its next
+(and its ``seq``), one whose only change is its alarms keeps running too (their states are
+the alarm book's), one whose only change is its pipeline gets the new stages from its next
 reading, and any other change stops the old unit and starts a new one. Health records and
 the emulated hardware outlive units, so a restarted sensor keeps its history.
 """
@@ -38,8 +39,7 @@ class Unit:
     tasks: tuple[asyncio.Task[None], asyncio.Task[None]]
 
 
-def _same_but_pipeline(a: Sensor, b: Sensor) -> bool:
-    ignored = {"pipeline", "sim"}
+def _same_but(a: Sensor, b: Sensor, ignored: set[str]) -> bool:
     return a.model_dump(exclude=ignored) == b.model_dump(exclude=ignored)
 
 
@@ -82,7 +82,12 @@ class RunningSensors:
             if unit is not None and not restart_all:
                 if unit.config == sensor:
                     continue
-                if _same_but_pipeline(unit.config, sensor):
+                if _same_but(unit.config, sensor, {"alarms"}):
+                    # The alarm book has them already (``AlarmBook.sync``): the pipeline
+                    # evaluates the new ones from its next reading.
+                    unit.config = sensor
+                    continue
+                if _same_but(unit.config, sensor, {"pipeline", "sim"}):
                     steps = build_steps(sensor.pipeline)
                     if steps.takes_samples == unit.pipeline.takes_samples:
                         await unit.pipeline.retune(steps)

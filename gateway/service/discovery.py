@@ -1,17 +1,18 @@
 """Home Assistant's MQTT discovery messages for a configuration, built without side effects.
 
 Home Assistant creates an entity for each retained JSON message under
-``PREFIX/sensor/NODE/OBJECT/config`` (ids ``[a-zA-Z0-9_-]``) and deletes it when that topic
-gets an empty message. Here each sensor quantity becomes one ``sensor`` entity reading the
+``PREFIX/COMPONENT/NODE/OBJECT/config`` (ids ``[a-zA-Z0-9_-]``) and deletes it when that
+topic gets an empty message. Here each sensor quantity becomes one ``sensor`` entity reading the
 sensor's own telemetry (its ``value_template`` takes the newest value of the quantity in a
 message, since a batched message carries several readings and a ``range`` stage may have
 dropped the quantity from the last one), and each sensor one diagnostic entity reading its
-health from the heartbeat. All of them are unavailable while the device's retained status
-says ``offline``, as its last will does, and belong to one Home Assistant device, the
-gateway. Which quantities a sensor has comes from ``gateway.pipeline.quantities``; their
-units and Home Assistant device classes from the table below, and for a Modbus device's
-registers from each register's ``unit``, which also names the device class when it is one
-Home Assistant knows.
+health from the heartbeat, and each alarm one ``binary_sensor`` (device class
+``problem``) reading the alarm's retained document. All of them are unavailable while the
+device's retained status says ``offline``, as its last will does, and belong to one Home
+Assistant device, the gateway. Which quantities a sensor has comes from
+``gateway.config.quantities``; their units and Home Assistant device classes from the
+table below, and for a Modbus device's registers from each register's ``unit``, which also
+names the device class when it is one Home Assistant knows.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config.models import Config, ModbusSensor, Sensor, home_assistant_id
-from gateway.pipeline.quantities import AXES, ZONE, quantities
+from gateway.config.quantities import ANOMALY_SCORE, ANOMALY_STATE, AXES, ZONE, quantities
 from gateway.pipeline.severity import ZONES
 from gateway.sampling.health import State
 
 COMPONENT = "sensor"
+ALARM_COMPONENT = "binary_sensor"
 HEALTH = "health"
 MODEL = "edge-gateway"
 MANUFACTURER = "edge-gateway project"
@@ -63,6 +65,7 @@ KINDS: dict[str, Kind] = {
     **_per_axis("velocity_{}_mm_s", "velocity", "mm/s", 2),
     **_per_axis("displacement_{}_um", "displacement", "µm", 0),
     **_per_axis("frequency_{}_hz", "frequency", "Hz", 1),
+    ANOMALY_SCORE: Kind("anomaly score", None, 1),
 }
 
 # Units of a register that say what it measures, with Home Assistant's device class.
@@ -94,6 +97,9 @@ def kind_of(sensor: Sensor, quantity: str) -> Kind:
     return KINDS[quantity]
 
 
+LABELS = {ZONE: ("vibration zone", ZONES), ANOMALY_STATE: ("anomaly state", ("learning", "ok"))}
+"""The quantities that are words: Home Assistant enums with these names and states."""
+
 HEALTH_STATES = tuple(state.value for state in State)
 
 
@@ -116,9 +122,9 @@ def node_id(config: Config) -> str:
     return home_assistant_id(config.device_id)
 
 
-def topic(config: Config, object_id: str) -> str:
+def topic(config: Config, object_id: str, component: str = COMPONENT) -> str:
     prefix = config.home_assistant.discovery_prefix
-    return f"{prefix}/{COMPONENT}/{node_id(config)}/{object_id}/config"
+    return f"{prefix}/{component}/{node_id(config)}/{object_id}/config"
 
 
 def birth_topic(config: Config) -> str:
@@ -157,7 +163,25 @@ def messages(config: Config, version: str) -> dict[str, bytes]:
             unique_id = f"{node_id(config)}_{object_id}"
             out[topic(config, object_id)] = _encode({**entity, "unique_id": unique_id,
                                                      **common})
+        for object_id, entity in _alarms(sensor, base):
+            unique_id = f"{node_id(config)}_{object_id}"
+            out[topic(config, object_id, ALARM_COMPONENT)] = _encode(
+                {**entity, "unique_id": unique_id, **common})
     return out
+
+
+def _alarms(sensor: Sensor, base: str) -> list[tuple[str, dict[str, Any]]]:
+    """One problem sensor per alarm: on while its document says ``active``."""
+    sensor_id = home_assistant_id(sensor.name)
+    return [(f"{sensor_id}_alarm_{home_assistant_id(alarm.name)}", {
+        "name": f"{sensor.name} {alarm.name}",
+        "state_topic": f"{base}/alarm/{sensor.name}/{alarm.name}",
+        "value_template": "{{ value_json.state }}",
+        "payload_on": "active",
+        "payload_off": "cleared",
+        "device_class": "problem",
+        "qos": 1,
+    }) for alarm in sensor.alarms]
 
 
 def _entities(config: Config, sensor: Sensor, base: str) -> list[tuple[str, dict[str, Any]]]:
@@ -170,9 +194,10 @@ def _entities(config: Config, sensor: Sensor, base: str) -> list[tuple[str, dict
             "value_template": newest(quantity),
             "qos": config.mqtt.qos,
         }
-        if quantity == ZONE:
-            entity.update(name=f"{sensor.name} vibration zone", device_class="enum",
-                          options=list(ZONES))
+        if quantity in LABELS:
+            label, options = LABELS[quantity]
+            entity.update(name=f"{sensor.name} {label}", device_class="enum",
+                          options=list(options))
         else:
             kind = kind_of(sensor, quantity)
             entity.update(name=f"{sensor.name} {kind.label}", state_class=kind.state_class,

@@ -33,7 +33,9 @@ def payload(
     config_version: Mapping[str, int],
     config_rejected: Mapping[str, int],
     firmware: FirmwareInfo,
+    alarms: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
+    """``alarms``: how many alarms are raised, per severity."""
     now = time.time()
     return {
         "ts": now,
@@ -63,6 +65,7 @@ def payload(
         "config_rejected": dict(config_rejected),
         "firmware": {"version": firmware.version, "slot": firmware.slot,
                      "channel": firmware.channel},
+        "alarms": dict(alarms or {}),
     }
 
 

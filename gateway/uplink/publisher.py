@@ -63,7 +63,8 @@ async def publish(
             await acks.changed.wait()
         if bucket is not None:
             await bucket.acquire()
-        client.publish(message.topic, message.payload, qos=message.qos, **extra)
+        client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain,
+                       **extra)
         if message.qos:
             sent[acks.last_mid] = message
         else:

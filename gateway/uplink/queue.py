@@ -48,6 +48,8 @@ class Message:
     payload: bytes
     qos: int
     sensor: str
+    # A state document (an alarm's) the broker keeps for late subscribers.
+    retain: bool = False
     key: int = 0
     queued_at: float = 0.0
     on_disk: bool = False
@@ -301,7 +303,8 @@ class MessageQueue:
             if row.key in self._in_flight or row.key in skip:
                 continue
             self._disk_buffer.append(
-                Message(row.topic, row.payload, row.qos, row.sensor, row.key, on_disk=True)
+                Message(row.topic, row.payload, row.qos, row.sensor, row.retain, row.key,
+                        on_disk=True)
             )
         # Rows evicted before they were loaded leave nothing to load up to the last key.
         self._loaded_upto = rows[-1].key if rows else self._disk_last_key
@@ -326,7 +329,7 @@ class MessageQueue:
         batch = [self._memory[i] for i in range(min(count, len(self._memory)))]
         from gateway.uplink.spill import Row
 
-        rows = [Row(m.key, m.sensor, m.topic, m.qos, m.payload) for m in batch]
+        rows = [Row(m.key, m.sensor, m.topic, m.qos, m.payload, m.retain) for m in batch]
         stored, evicted = await self._disk(self._store.append, rows, evict)
         self._remove_spilled(batch[:stored])
         self.spilled += stored

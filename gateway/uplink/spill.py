@@ -27,9 +27,13 @@ CREATE TABLE IF NOT EXISTS messages (
     topic TEXT NOT NULL,
     qos INTEGER NOT NULL,
     payload BLOB NOT NULL,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    retain INTEGER NOT NULL DEFAULT 0
 )
 """
+# A file written before messages could be retained lacks the column; its rows are not.
+ADD_RETAIN = "ALTER TABLE messages ADD COLUMN retain INTEGER NOT NULL DEFAULT 0"
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,7 @@ class Row:
     topic: str
     qos: int
     payload: bytes
+    retain: bool = False
 
 
 def row_size(topic: str, payload: bytes) -> int:
@@ -84,6 +89,9 @@ class SpillStore:
             # the last transactions, never corrupt the file.
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+            if "retain" not in columns:
+                db.execute(ADD_RETAIN)
             count, size, last = db.execute(
                 "SELECT count(*), coalesce(sum(size), 0), coalesce(max(key), 0) FROM messages"
             ).fetchone()
@@ -135,8 +143,9 @@ class SpillStore:
                 if size > self.room():
                     break
                 self.db.execute(
-                    "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)",
-                    (row.key, row.sensor, row.topic, row.qos, row.payload, size),
+                    "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (row.key, row.sensor, row.topic, row.qos, row.payload, size,
+                     int(row.retain)),
                 )
                 self.count += 1
                 self.bytes += size
@@ -148,11 +157,11 @@ class SpillStore:
     def load(self, after_key: int, limit: int) -> list[Row]:
         """Up to ``limit`` rows with a key above ``after_key``, oldest first."""
         rows = self.db.execute(
-            "SELECT key, sensor, topic, qos, payload FROM messages WHERE key > ? "
+            "SELECT key, sensor, topic, qos, payload, retain FROM messages WHERE key > ? "
             "ORDER BY key LIMIT ?",
             (after_key, limit),
         ).fetchall()
-        return [Row(k, s, t, q, bytes(p)) for k, s, t, q, p in rows]
+        return [Row(k, s, t, q, bytes(p), bool(r)) for k, s, t, q, p, r in rows]
 
     def delete(self, keys: Iterable[int]) -> None:
         """Delete the rows with these keys (those already gone are skipped)."""

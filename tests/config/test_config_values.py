@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel
 
 from gateway.cli import main
-from gateway.config import fields, models, mqtt, sensors, stages
+from gateway.config import alarms, fields, models, mqtt, sensors, stages
 from gateway.config.file import ConfigError, parse, validate
 from gateway.config.section import Section
 
@@ -51,6 +51,11 @@ FULL: dict[str, Any] = {
                 {"stage": "ema", "alpha": 0.5},
                 {"stage": "deadband", "delta": {"temperature_c": 0.5}, "max_silence_s": 60.0},
                 {"stage": "batch", "max_readings": 5, "max_delay_s": 10.0},
+            ],
+            "alarms": [
+                {"name": "hot", "quantity": "temperature_c", "above": 40.0, "hysteresis": 2.0,
+                 "on_delay_s": 10.0, "off_delay_s": 30.0},
+                {"name": "cold", "quantity": "temperature_c", "below": 2.0},
             ],
         },
         {
@@ -106,7 +111,7 @@ def float_fields() -> set[str]:
     names: set[str] = set()
     seen: set[type[BaseModel]] = set()
     todo: list[type[BaseModel]] = [models.Config]
-    for module in (models, mqtt, sensors, stages):
+    for module in (models, mqtt, sensors, stages, alarms):
         todo += [m for m in vars(module).values()
                  if isinstance(m, type) and issubclass(m, Section) and m is not Section]
     while todo:
@@ -173,6 +178,8 @@ BOUNDED = [
     (("queue", "spill_after_s"), fields.DAY_S),
     (("mqtt", "backoff", "initial_s"), fields.DAY_S),
     (("firmware", "install_timeout_s"), fields.DAY_S),
+    (("sensors", 0, "alarms", 0, "on_delay_s"), fields.DAY_S),
+    (("sensors", 0, "alarms", 0, "off_delay_s"), fields.DAY_S),
     (("mqtt", "connect_timeout_s"), fields.HOUR_S),
     (("mqtt", "shutdown_flush_s"), fields.HOUR_S),
     (("remote_config", "apply_timeout_s"), fields.HOUR_S),

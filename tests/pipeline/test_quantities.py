@@ -14,7 +14,7 @@ from typing import Any
 from helpers import write_config
 
 from gateway.config.models import Config
-from gateway.pipeline.quantities import DRIVER_QUANTITIES, quantities
+from gateway.config.quantities import DRIVER_QUANTITIES, quantities
 
 VIBRATION = {"stage": "vibration", "machine_class": "II", "window_s": 0.5}
 TONES = {"tones": [{"axis": "x", "freq_hz": 50, "amplitude_g": 0.3}]}

@@ -13,7 +13,12 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gateway.cli import main
 from gateway.config.file import parse
-from gateway.pipeline.quantities import DRIVER_QUANTITIES, VELOCITY_SEVERITY, WINDOW_FEATURES
+from gateway.config.quantities import (
+    ANOMALY,
+    DRIVER_QUANTITIES,
+    VELOCITY_SEVERITY,
+    WINDOW_FEATURES,
+)
 from gateway.service import discovery
 
 JINJA = ImmutableSandboxedEnvironment()
@@ -52,6 +57,36 @@ def test_dots_in_names_become_underscores_in_ids_not_in_topics_of_our_own() -> N
     assert JINJA.from_string(health["value_template"]).render(value_json=heartbeat) == "degraded"
 
 
+def test_one_problem_binary_sensor_per_alarm_and_the_anomaly_entities() -> None:
+    config = parse(BASE + """\
+    alarms:
+      - {name: over.heat, quantity: temperature_c, above: 40}
+  - name: pump
+    driver: adxl345
+    bus: sim
+    rate_hz: 400
+    interval_s: 0.05
+    pipeline: [{stage: vibration, machine_class: II}, {stage: anomaly}]
+    alarms: [{name: drift, quantity: anomaly_score, above: 5, severity: critical}]
+home_assistant: {enabled: true}
+""", "gw.yaml")
+    messages = discovery.messages(config, "1.0")
+    alarm = json.loads(messages["homeassistant/binary_sensor/site_pi-1/a_b_alarm_over_heat/config"])
+    assert {k: alarm[k] for k in ("name", "state_topic", "device_class", "payload_on",
+                                  "payload_off", "unique_id")} == {
+        "name": "a.b over.heat", "state_topic": "gw/site.pi-1/alarm/a.b/over.heat",
+        "device_class": "problem", "payload_on": "active", "payload_off": "cleared",
+        "unique_id": "site_pi-1_a_b_alarm_over_heat"}
+    assert alarm["availability"][0]["topic"] == "gw/site.pi-1/status"
+    document = {"sensor": "a.b", "alarm": "over.heat", "state": "active"}
+    assert JINJA.from_string(alarm["value_template"]).render(value_json=document) == "active"
+    assert "homeassistant/binary_sensor/site_pi-1/pump_alarm_drift/config" in messages
+    state = json.loads(messages["homeassistant/sensor/site_pi-1/pump_anomaly_state/config"])
+    assert (state["device_class"], state["options"]) == ("enum", ["learning", "ok"])
+    score = json.loads(messages["homeassistant/sensor/site_pi-1/pump_anomaly_score/config"])
+    assert score["name"] == "pump anomaly score"
+
+
 def test_a_value_missing_from_a_message_renders_empty_which_home_assistant_ignores() -> None:
     template = JINJA.from_string(discovery.newest("pressure_hpa"))
     batch = {"readings": [{"ts": 1, "pressure_hpa": 1001.5}, {"ts": 2, "pressure_hpa": 1002.5},
@@ -65,8 +100,8 @@ def test_every_entity_id_is_distinct_whatever_the_sensor_names() -> None:
     """Object ids join a sensor's id and a quantity with ``_``: they are distinct as long as
     no quantity (or ``health``) ends in ``_`` and another one, and every quantity has a kind."""
     names = {q for qs in DRIVER_QUANTITIES.values() for q in qs}
-    names |= {*WINDOW_FEATURES, *VELOCITY_SEVERITY}
-    assert names - {"zone"} <= set(discovery.KINDS)
+    names |= {*WINDOW_FEATURES, *VELOCITY_SEVERITY, *ANOMALY}
+    assert names - set(discovery.LABELS) <= set(discovery.KINDS)
     names.add(discovery.HEALTH)
     for a, b in itertools.permutations(names, 2):
         assert not a.endswith(f"_{b}"), (a, b)

@@ -177,7 +177,9 @@ def test_unplugged_sensor_degrades_fails_and_recovers_alone(
     try:
         beat = heartbeats(sub, lambda b: b["sensors"]["flaky"]["state"] == "ok")
         assert set(beat) == {"ts", "uptime_s", "queue", "sensors", "rss_bytes", "tasks",
-                             "config_version", "config_rejected", "firmware", "uplink"}
+                             "config_version", "config_rejected", "firmware", "uplink",
+                             "alarms"}
+        assert beat["alarms"] == {"info": 0, "warning": 0, "critical": 0}
         assert set(beat["queue"]) == {"depth", "bytes", "dropped", "spilled", "in_flight"}
         assert beat["uplink"] == {"reconnects": 0, "last_error": None}
         assert beat["rss_bytes"] > 10_000_000 and beat["tasks"] > 3
