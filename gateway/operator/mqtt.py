@@ -21,7 +21,7 @@ from gmqtt import Subscription
 from gmqtt.mqtt.constants import MQTTv50
 
 from gateway.config.operator import BrokerAccess
-from gateway.regularfile import read_regular
+from gateway.uplink import tls
 from gateway.uplink.mqtt_client import AckTracker, SupervisedClient
 
 ACK_TIMEOUT_S = 10.0  # for CONNACK, SUBACK and PUBACK alike
@@ -50,41 +50,16 @@ class Received:
     retained: bool  # delivered from the broker's store at subscription, not published since
 
 
-# A password file holds one line; more than this is not a password file.
-MAX_PASSWORD_BYTES = 4096
-
-
-def _password(broker: BrokerAccess) -> str | None:
-    if broker.password_file is None:
-        return None
+def _credentials(broker: BrokerAccess) -> tuple[str | None, ssl.SSLContext | bool]:
+    """The password and the TLS context, read and built as the device's uplink does them,
+    from regular files only."""
     try:
-        # Never made to wait: a FIFO or a device named as the file is refused unopened.
-        data = read_regular(broker.password_file, MAX_PASSWORD_BYTES + 1)
-    except OSError as exc:
-        raise BrokerError(f"cannot read password file {broker.password_file}: "
-                          f"{exc.strerror or exc}") from None
-    if len(data) > MAX_PASSWORD_BYTES:
-        raise BrokerError(f"password file {broker.password_file} is longer than "
-                          f"{MAX_PASSWORD_BYTES} bytes")
-    return data.decode("utf-8", "replace").split("\n", 1)[0].rstrip("\r")
-
-
-def _tls(broker: BrokerAccess) -> ssl.SSLContext | bool:
-    """``broker.tls``'s CA (else the system's: ``SSL_CERT_FILE`` names another bundle, as for
-    any OpenSSL program) and client certificate, as the device's uplink builds them."""
-    if not broker.url.tls:
-        return False
-    tls = broker.tls
-    try:
-        context = ssl.create_default_context(cafile=tls.ca_file)
-        if tls.cert_file is not None:
-            context.load_cert_chain(tls.cert_file, tls.key_file)
-    except (OSError, ssl.SSLError) as exc:
-        files = ", ".join(str(f) for f in (tls.ca_file, tls.cert_file, tls.key_file) if f)
-        raise BrokerError(f"cannot load the TLS files ({files}): "
-                          f"{getattr(exc, 'strerror', None) or exc}") from None
-    context.check_hostname = tls.verify_hostname
-    return context
+        password = (None if broker.password_file is None
+                    else tls.read_password(broker.password_file, "password file"))
+        context = tls.tls_context(broker.tls, "tls ") if broker.url.tls else False
+    except tls.CredentialsError as exc:
+        raise BrokerError(f"cannot log in: {exc}") from None
+    return password, context
 
 
 class Session:
@@ -107,12 +82,12 @@ class Session:
 
     async def __aenter__(self) -> Session:
         url = self._url
-        tls = _tls(self._broker)
+        password, context = _credentials(self._broker)
         if self._broker.username is not None:
-            self._client.set_auth_credentials(self._broker.username, _password(self._broker))
+            self._client.set_auth_credentials(self._broker.username, password)
         try:
             async with asyncio.timeout(ACK_TIMEOUT_S):
-                await self._client.connect(url.host, url.port, ssl=tls, keepalive=KEEPALIVE_S,
+                await self._client.connect(url.host, url.port, ssl=context, keepalive=KEEPALIVE_S,
                                            version=MQTTv50)
         except TimeoutError:
             reason = self._client.lost_reason()

@@ -15,7 +15,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config.mqtt import MqttConfig
+from gateway.config.mqtt import MqttConfig, TlsConfig
 from gateway.regularfile import read_regular, require_regular
 
 # Far above any password; a password file larger than this is not one.
@@ -42,13 +42,14 @@ def load(config: MqttConfig) -> Credentials:
     regular file, or not what its setting says it is."""
     password = None
     if config.username is not None and config.password_file is not None:
-        password = _read_password(config.password_file)
-    context = _tls_context(config) if any(broker.tls for broker in config.brokers) else None
+        password = read_password(config.password_file)
+    context = tls_context(config.tls) if any(broker.tls for broker in config.brokers) else None
     return Credentials(password, context)
 
 
-def _read_password(path: Path) -> str:
-    setting = "mqtt.password_file"
+def read_password(path: Path, setting: str = "mqtt.password_file") -> str:
+    """The password in the file at ``path``; ``CredentialsError`` names ``setting`` and
+    says why not. Blocking."""
     try:
         data = read_regular(path, PASSWORD_MAX_BYTES + 1)
     except OSError as exc:
@@ -61,23 +62,24 @@ def _read_password(path: Path) -> str:
         raise CredentialsError(f"{setting} {path}: not UTF-8 text") from exc
 
 
-def _tls_context(config: MqttConfig) -> ssl.SSLContext:
-    tls = config.tls
+def tls_context(tls: TlsConfig, section: str = "mqtt.tls.") -> ssl.SSLContext:
+    """A client context verifying against ``tls.ca_file`` (else the system's CAs), with the
+    client certificate when one is named; ``CredentialsError`` says why not. Blocking."""
     for setting, path in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file),
                           ("key_file", tls.key_file)):
         if path is not None:
-            _check_regular(f"mqtt.tls.{setting}", path)
+            _check_regular(f"{section}{setting}", path)
     try:
         context = ssl.create_default_context(cafile=tls.ca_file)
     except (OSError, ValueError) as exc:
-        raise CredentialsError(f"mqtt.tls.ca_file {tls.ca_file}: {_reason(exc)}") from exc
+        raise CredentialsError(f"{section}ca_file {tls.ca_file}: {_reason(exc)}") from exc
     context.check_hostname = tls.verify_hostname
     if tls.cert_file is not None:
         try:
             context.load_cert_chain(tls.cert_file, tls.key_file)
         except (OSError, ValueError) as exc:
             named = f"{tls.cert_file}" + (f" with key_file {tls.key_file}" if tls.key_file else "")
-            raise CredentialsError(f"mqtt.tls.cert_file {named}: {_reason(exc)}") from exc
+            raise CredentialsError(f"{section}cert_file {named}: {_reason(exc)}") from exc
     return context
 
 

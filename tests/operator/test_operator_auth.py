@@ -221,5 +221,5 @@ def test_a_password_file_that_is_a_fifo_is_refused_unopened(broker: AuthBroker, 
     result = cli("fleet", "status", "--broker", broker.tls_url, "--settle", "0.2",
                  "--username", "ops", "--password-file", str(fifo), cwd=ops, timeout=30)
     assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr.startswith(f"edge-gateway: cannot read password file {fifo}: ")
+    assert result.stderr.startswith(f"edge-gateway: cannot log in: password file {fifo}: ")
     assert result.stderr.count("\n") == 1
