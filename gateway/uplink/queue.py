@@ -8,7 +8,6 @@ lowest key of either tier, so messages leave in the order they came. A taken mes
 stays queued, "in flight", until ``ack`` (PUBACK for QoS 1, written for QoS 0);
 ``rewind`` puts every unacknowledged message back in order when a connection is lost.
 When both tiers are full, the drop policy decides, and every drop is counted per sensor.
-
 ``put`` never waits; the disk work happens in ``run``, in one worker thread.
 """
 
@@ -53,8 +52,7 @@ class Message:
     key: int = 0
     queued_at: float = 0.0
     on_disk: bool = False
-    # Its disk row was evicted while it was in flight: an ack still delivers it, a
-    # rewind loses it.
+    # Its disk row was evicted while in flight: an ack still delivers it, a rewind loses it.
     evicted: bool = False
 
     @property
