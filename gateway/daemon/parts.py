@@ -21,8 +21,8 @@ from gateway.config.models import Config, Sensor
 from gateway.daemon.firmware_host import FirmwareHost
 from gateway.daemon.status import Status
 from gateway.daemon.tasks import Tasks
-from gateway.pipeline.core import Pipeline, build_steps
 from gateway.pipeline.alarms import AlarmBook
+from gateway.pipeline.core import Pipeline, build_steps
 from gateway.pipeline.seq import SeqStore
 from gateway.remote.decide import config_topics
 from gateway.remote.store import Offload
