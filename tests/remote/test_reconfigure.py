@@ -19,7 +19,7 @@ from gateway.config import file as configfile
 from gateway.config.models import Config, QueueConfig
 from gateway.daemon.reconfigure import Reconfigurer
 from gateway.daemon.vitals import Vitals
-from gateway.remote import startup
+from gateway.remote import effective, startup
 from gateway.remote.layers import DEVICE, Applied, Layer
 from gateway.remote.report import Outcome
 from gateway.remote.store import LayerStore, path_in, read
@@ -179,6 +179,10 @@ def test_stored_layers_that_no_longer_validate_are_set_aside_and_stay_stored(
     assert states(device) == [(DEVICE, 3, "rejected", TOO_STRICT)]
     assert path_in(device.state_dir).read_bytes() == stored  # start-up never rewrites it
     assert list(path_in(device.state_dir).parent.iterdir()) == [path_in(device.state_dir)]
+    # `config show`: what runs, by the same rule.
+    shown = effective.load(device.path)
+    assert (shown.config, shown.origins["logging"]) == (remote.config, "group a v2")
+    assert "heartbeat" not in shown.origins
     # The retained envelope that brought the layer, at connect: nothing to do or say.
     assert device.send(remote, device.envelope(3, STRICT)) is None
     assert states(device) == []
