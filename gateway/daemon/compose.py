@@ -4,8 +4,8 @@ missing.
 
 What reads files (the layer store, trusted keys, the seq counters, the Home Assistant state)
 runs off the event loop. The config the parts are made with is the one ``remote.startup``
-settled: the file with the stored layers that still hold on top; from then on the
-reconfigurer owns it.
+settled: the file with the stored layers that validate on it on top (the others set aside
+for the run); from then on the reconfigurer owns it.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ async def compose(path: Path, document: configfile.Document) -> Daemon:
 
     store = LayerStore(layer_store.path_in(document.config.state_dir), offload)
     start = await asyncio.to_thread(startup.settle, path, document, store)
-    config = start.config
+    config = start.running.config
     seqs = SeqStore(config.state_dir / "seq.json", offload)
     await asyncio.to_thread(seqs.load)
     queue = MessageQueue(config.queue, config.state_dir)
@@ -75,8 +75,8 @@ async def compose(path: Path, document: configfile.Document) -> Daemon:
     sensors = RunningSensors(tasks.group, bench, health)
     signals = Signals()
     reconfigurer = Reconfigurer(path, start, store, inbox, uplink)
-    firmware = FirmwareHost(path, config, tasks, uplink, Vitals(uplink, health, start.problem),
-                            signals, offload)
+    vitals = Vitals(uplink, health, reconfigurer.problem)
+    firmware = FirmwareHost(path, config, tasks, uplink, vitals, signals, offload)
     status = Status(queue, uplink, inbox, health, sensors, firmware, reconfigurer, alarms)
     parts = Parts(tasks, queue, uplink, inbox, seqs, alarms, sensors, firmware, status,
                   offload)

@@ -1,25 +1,33 @@
-"""The one owner of the running config: the device file's document, the applied remote
-layers, the effective config and the keyring. Start-up, SIGHUP and remote updates all change
-it here, one at a time, and nowhere else.
+"""The one owner of the running config: the device file's document, the stored remote
+layers, and what runs on the file (``effective.Settled``: the effective config, the keyring,
+the layers kept and those set aside). Start-up, SIGHUP and remote updates all change it here,
+one at a time, and nowhere else.
 
-A remote update is decided by ``gateway.remote.decide`` (pure), then the config it leads to
-is checked whole (``effective.checked``: the models, the trusted keys, off the event loop),
+Start-up and SIGHUP follow one rule (``effective.settle``): the file, then each stored layer
+that validates on it; one that does not is set aside for the run, logged and reported
+``rejected``, and stays stored. A SIGHUP is never refused for a layer set aside: it sets the
+layer aside again, and reports only what changed (a layer newly set aside, ``rejected``; one
+the fixed file runs again, ``applied``). The document a SIGHUP read becomes the base of the
+next update only once it is applied, never when it was refused.
+
+A remote update is decided by ``gateway.remote.decide`` (pure) against the stored layers (the
+retained envelope of a layer set aside is the applied version: ignored), then the config it
+leads to on the layers that run is checked whole (``effective.checked``, off the event loop),
 then applied part by part (``Parts.change``, the daemon's parts); a new sensor that gives no
 good reading or broker settings that do not connect within ``remote_config.apply_timeout_s``
-put the previous config back, and that version is not tried again. A SIGHUP re-reads the
-file and puts the applied layers back on top; the document it read becomes the base of the
-next update only once it is applied, never when it was refused. The inbox's bounds follow
+put the previous config back, and that version is not tried again. An applied update
+replaces its scope's stored layer, set aside or not. The inbox's bounds follow
 ``remote_config`` at every change.
 
-Outcomes of envelopes a trusted key signed, and the stored layers set aside at start, go to
-the retained ``config/state`` (``gateway.remote.report``); junk is only counted.
+Outcomes of envelopes a trusted key signed, and of stored layers set aside or run again, go
+to the retained ``config/state`` (``gateway.remote.report``); junk is only counted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -30,10 +38,11 @@ from gateway.config import file as configfile
 from gateway.config.models import Config
 from gateway.remote import effective
 from gateway.remote.decide import Accept, Ignore, Message, Refuse, TrustState, decide
+from gateway.remote.effective import SetAside, Settled
 from gateway.remote.report import Junk, Outcome, state_payload, state_topic
 from gateway.remote.startup import Start
 from gateway.remote.store import LayerStore
-from gateway.trust.keys import KeyLoadError, Keyring
+from gateway.trust.keys import Keyring
 from gateway.uplink.inbox import Inbox
 
 log = structlog.get_logger(__name__)
@@ -65,16 +74,25 @@ def fixed_changed(new: Config, running: Config) -> list[str]:
     return changed
 
 
+def set_aside_changes(was: Sequence[SetAside], now: Settled) -> list[Outcome]:
+    """What ``config/state`` should say of the stored layers set aside once the layers that
+    run are ``now``: each newly set aside (or for another reason) rejected, each set aside
+    before that runs now applied."""
+    outcomes = [Outcome(a.layer.scope, a.layer.version, "rejected", a.reason)
+                for a in now.set_aside if a not in was]
+    outcomes += [Outcome(a.layer.scope, a.layer.version, "applied")
+                 for a in was if now.kept.get(a.layer.scope) == a.layer]
+    return outcomes
+
+
 class Reconfigurer:
     def __init__(self, path: Path, start: Start, store: LayerStore, inbox: Inbox,
                  reports: Reports, clock: Callable[[], float] = time.time) -> None:
         self._path = path
         self._base_dir = path.resolve().parent
         self._document = start.document
-        self._applied = start.applied
-        self._config = start.config
-        self._keyring = start.keyring
-        self._set_aside = start.set_aside
+        self._stored = start.stored
+        self._running = start.running
         self._store = store
         self._inbox = inbox
         self._reports = reports
@@ -84,49 +102,51 @@ class Reconfigurer:
 
     @property
     def config(self) -> Config:
-        return self._config
+        return self._running.config
 
     @property
     def keyring(self) -> Keyring:
-        return self._keyring
+        return self._running.keyring
 
     def versions(self) -> dict[str, int]:
-        return self._applied.versions()
+        """The versions of the layers that run (not of those set aside)."""
+        return self._running.versions()
+
+    def problem(self) -> str | None:
+        """Why the device does not run the config it was given remotely now, or None."""
+        return self._running.problem
 
     async def start(self, parts: Parts) -> None:
         """Start the parts on the config settled at start, and report the stored layers
         set aside (retained: the uplink sends them once it connects)."""
         async with self._lock:
-            self._bound(self._config)
-            await parts.start(self._config, self._keyring)
-        for outcome in self._set_aside:
-            self._report(outcome)
+            self._bound(self._running.config)
+            await parts.start(self._running.config, self._running.keyring)
+        self._announce(set_aside_changes((), self._running))
 
     async def reload(self, parts: Parts) -> bool:
-        """SIGHUP: the file again, with the applied layers on top. An invalid result is
-        logged, changes nothing and is forgotten. True once applied."""
+        """SIGHUP: the file again, with the stored layers that validate on it on top. A
+        file that does not validate, or that changes what needs a restart, is logged,
+        changes nothing and is forgotten. True once applied."""
         async with self._lock:
             try:
                 document = await asyncio.to_thread(configfile.load_document, self._path)
-                config = (await asyncio.to_thread(effective.build, document,
-                                                  self._applied.layers, self._base_dir)).config
+                running = await asyncio.to_thread(effective.settle, document,
+                                                  self._stored.layers, self._base_dir,
+                                                  str(self._path))
             except configfile.ConfigError as exc:
                 for issue in exc.issues:
                     log.error("config.reload_rejected", error=str(issue))
                 return False
-            fixed = fixed_changed(config, self._config)
+            fixed = fixed_changed(running.config, self._running.config)
             if fixed:
                 log.error("config.reload_rejected", error=f"{', '.join(fixed)}: needs a restart")
                 return False
-            try:
-                keyring = await asyncio.to_thread(Keyring.load,
-                                                  config.remote_config.trusted_keys)
-            except KeyLoadError as exc:
-                log.error("config.reload_rejected", error=f"remote_config.trusted_keys: {exc}")
-                return False
             self._document = document
-            await self._change(parts, config, keyring, None)
-        log.info("config.reloaded", sensors=len(config.sensors))
+            was = self._running.set_aside
+            await self._change(parts, running, None)
+        self._announce(set_aside_changes(was, running))
+        log.info("config.reloaded", sensors=len(running.config.sensors))
         return True
 
     async def run(self, receive: Callable[[], Awaitable[Message]], parts: Parts) -> None:
@@ -140,7 +160,8 @@ class Reconfigurer:
     async def handle(self, message: Message, parts: Parts) -> Outcome | None:
         """What became of an envelope, when it is worth reporting."""
         async with self._lock:
-            trust = TrustState.of(self._config, self._keyring, self._applied)
+            running = self._running
+            trust = TrustState.of(running.config, running.keyring, self._stored)
             decision = decide(message, trust, self._clock())
             if isinstance(decision, Ignore):
                 return None
@@ -159,7 +180,10 @@ class Reconfigurer:
     async def _accept(self, accept: Accept, parts: Parts) -> Outcome:
         layer, kid = accept.layer, accept.kid
         scope, version = layer.scope, layer.version
-        layers = {**self._applied.layers, scope: layer}
+        previous = self._running
+        # On the layers that run: never on one set aside, which this one replaces if it is
+        # of the same scope.
+        layers = {**previous.kept, scope: layer}
         try:
             config, keyring = await asyncio.to_thread(effective.checked, self._document,
                                                       layers, self._base_dir)
@@ -168,36 +192,47 @@ class Reconfigurer:
             log.warning("config.rejected", reason=reason, scope=scope, version=version,
                         kid=kid, verified=True)
             return Outcome(scope, version, "rejected", reason, kid)
-        fixed = fixed_changed(config, self._config)
+        fixed = fixed_changed(config, previous.config)
         if fixed:
             problem: str | None = f"{', '.join(fixed)}: needs a restart"
         else:
-            previous, previous_keys = self._config, self._keyring
-            problem = await self._change(parts, config, keyring,
+            aside = tuple(a for a in previous.set_aside if a.layer.scope != scope)
+            problem = await self._change(parts, Settled(config, keyring, layers, aside),
                                          config.remote_config.apply_timeout_s)
             if problem is not None:
-                await self._change(parts, previous, previous_keys, None)
+                await self._change(parts, previous, None)
         if problem is not None:
-            self._applied = replace(self._applied, failed={**self._applied.failed,
-                                                           scope: version})
-            await self._store.save(self._applied)
+            self._stored = replace(self._stored, failed={**self._stored.failed,
+                                                         scope: version})
+            await self._store.save(self._stored)
             log.error("config.rolled_back", scope=scope, version=version, reason=problem)
             return Outcome(scope, version, "rolled_back", problem, kid)
-        self._applied = replace(self._applied, layers=layers)
-        await self._store.save(self._applied)
+        self._stored = replace(self._stored, layers={**self._stored.layers, scope: layer})
+        await self._store.save(self._stored)
         log.info("config.applied", scope=scope, version=version, keys=sorted(layer.config))
         return Outcome(scope, version, "applied", None, kid)
 
-    async def _change(self, parts: Parts, config: Config, keyring: Keyring,
+    async def _change(self, parts: Parts, running: Settled,
                       timeout_s: float | None) -> str | None:
-        old, self._config, self._keyring = self._config, config, keyring
-        self._bound(config)
-        return await parts.change(old, config, keyring, timeout_s)
+        old, self._running = self._running.config, running
+        self._bound(running.config)
+        return await parts.change(old, running.config, running.keyring, timeout_s)
 
     def _bound(self, config: Config) -> None:
         remote = config.remote_config
         self._inbox.limit(remote.inbox_size, remote.max_envelope_bytes)
 
+    def _announce(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            if outcome.status == "rejected":
+                log.error("config.remote_layer_set_aside", scope=outcome.scope,
+                          version=outcome.version, reason=outcome.reason,
+                          store=str(self._store.path))
+            else:
+                log.info("config.remote_layer_runs_again", scope=outcome.scope,
+                         version=outcome.version)
+            self._report(outcome)
+
     def _report(self, outcome: Outcome) -> None:
-        self._reports.publish_retained(state_topic(self._config),
+        self._reports.publish_retained(state_topic(self._running.config),
                                        state_payload(outcome, self._clock()))

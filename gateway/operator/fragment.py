@@ -5,9 +5,11 @@ A device validates the whole effective config and refuses an update that fails, 
 after the operator has signed, published and waited; the same models run here first, on
 the fragment read by the device file's loader (so hostile YAML is bounded the same way),
 with the fragment's own line numbers. Each key must be one a remote layer may set
-(``layers.refused_keys``); its value is validated the way a device file's is, with stand-ins
-for the keys a device file must have and a fragment need not. Trusted key files are not
-read: a relative path in ``remote_config.trusted_keys`` names a file on the device.
+(``layers.refused_keys``), and none may name a command to run or a local file to read
+(``layers.local_only``: the installer, MQTT password and TLS files, trusted key paths), with
+the device's own words (``KEY: cannot be set remotely``); its value is validated the way a
+device file's is, with stand-ins for the keys a device file must have and a fragment need
+not. Trusted key files are not read.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import file as configfile
-from gateway.remote.layers import NEVER_REMOTE, refused_keys
+from gateway.remote.layers import NEVER_REMOTE, local_only, refused_keys
 
 # Valid values for the keys every device file has; a fragment's own values replace them.
 _STAND_INS: dict[str, Any] = {
@@ -43,6 +45,10 @@ def read(path: Path, scope: str) -> dict[str, Any]:
         why = "cannot be set remotely" if key in NEVER_REMOTE else (
             "cannot be set by a group update (a device's own update can)")
         issues.append(configfile.ConfigIssue(file, settings.line((key,)), key, why))
+    for key in local_only(settings.data):
+        loc = tuple(int(part) if part.isdigit() else part for part in key.split("."))
+        issues.append(configfile.ConfigIssue(file, settings.line(loc), key,
+                                             "cannot be set remotely"))
     rest = {k: v for k, v in settings.data.items() if k not in refused}
     configfile.validate({**_STAND_INS, **rest}, file, index=settings.index, issues=issues,
                         key_files=False)

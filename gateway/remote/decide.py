@@ -4,11 +4,12 @@ and has applied. Only the decision here, no I/O: the reconfigurer acts on it.
 The order is the firmware manifest's (``gateway.firmware.manifest``), cheapest first and
 quiet for a retained envelope: the topic's address, the size (the inbox kept no payload
 above its bound), the envelope and its signature (``gateway.trust``: nothing is parsed
-before it verifies), the payload and whom it addresses; then the version applied, or the
-one rolled back, is ignored without a word (a retained envelope comes again at every
-reconnect, after its expiry too); then expiry, a version older than the applied one, and
-last the keys a remote layer may not set. Validating the config the layer leads to needs
-the device's files (trusted key files), so it is the reconfigurer's, after ``Accept``.
+before it verifies), the payload and whom it addresses; then the version stored (applied,
+or set aside for the run: ``effective.settle``), or the one rolled back, is ignored without
+a word (a retained envelope comes again at every reconnect, after its expiry too); then
+expiry, a version older than the stored one, and last the keys a remote layer may not set.
+Validating the config the layer leads to needs the device's files (trusted key files), so
+it is the reconfigurer's, after ``Accept``.
 
 A refusal carries the ``kid`` of the key that signed it once the signature verified: only
 those are the word of someone trusted, worth the retained ``config/state``; the others are
@@ -77,6 +78,7 @@ class TrustState:
     groups: tuple[str, ...]
     # Each config topic the device takes updates from, and its scope.
     topics: Mapping[str, str]
+    # The layers stored, those set aside for the run included: their envelopes are done.
     applied: Applied
     max_bytes: int
 

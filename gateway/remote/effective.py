@@ -1,22 +1,25 @@
-"""The effective config: the device file with the applied remote layers on top, validated
+"""The effective config: the device file with the stored remote layers on top, validated
 whole with the same models and messages as ``check-config``.
 
-Used at start-up, on SIGHUP (a local edit is re-read and the remote layers go on top again,
-so neither is lost silently), for every remote update before it is applied (``checked``:
-the same rules for a stored layer and a new one), and by ``edge-gateway config show``.
+``settle`` is the one rule for start-up and SIGHUP (and ``edge-gateway config show``): the
+file, then each stored layer that validates on it, the device's layer first (it may name
+the groups whose layers count); a stored layer that does not (a stricter release, a file
+edited under it) is set aside for this run, not taken out of the store: after a rollback to
+the release that accepted it, or a SIGHUP that fixes the file, it runs again. Every remote
+update is checked the same way before it is applied (``checked``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gateway.config import file as configfile
 from gateway.config.models import Config
 from gateway.remote import store
-from gateway.remote.layers import Layer, compose, local_only, refused_keys
+from gateway.remote.layers import DEVICE, Layer, compose, local_only, refused_keys
 from gateway.trust.keys import KeyLoadError, Keyring
 
 REMOTE = "remote config"
@@ -66,13 +69,68 @@ def checked(
     return config, keyring
 
 
+@dataclass(frozen=True)
+class SetAside:
+    """A stored layer that does not validate on this file, and why, as ``config/state``
+    says it: ``invalid config: FIELD: message``."""
+
+    layer: Layer
+    reason: str
+
+
+@dataclass(frozen=True)
+class Settled:
+    config: Config
+    keyring: Keyring
+    # The stored layers that run, and those set aside for this run (device first).
+    kept: Mapping[str, Layer] = field(default_factory=dict)
+    set_aside: tuple[SetAside, ...] = ()
+
+    @property
+    def problem(self) -> str | None:
+        """Why the device does not run the config it was given remotely, or None."""
+        if not self.set_aside:
+            return None
+        first = self.set_aside[0]
+        return f"{first.layer.scope} v{first.layer.version}: {first.reason}"
+
+    def versions(self) -> dict[str, int]:
+        return {scope: layer.version for scope, layer in sorted(self.kept.items())}
+
+
+def settle(document: configfile.Document, stored: Mapping[str, Layer], base_dir: Path,
+           file: str) -> Settled:
+    """The config ``document`` runs with the ``stored`` layers that validate on it. Raises
+    ``ConfigError`` only for the file itself (named ``file``): its own trusted keys do not
+    load. Reads trusted key files: call it off the event loop."""
+    try:
+        config, keyring = document.config, Keyring.load(document.config.remote_config
+                                                        .trusted_keys)
+    except KeyLoadError as exc:
+        issue = configfile.ConfigIssue(file, None, "remote_config.trusted_keys", str(exc))
+        raise configfile.ConfigError([issue]) from None
+    kept: dict[str, Layer] = {}
+    set_aside: list[SetAside] = []
+    for scope in sorted(stored, key=lambda s: (s != DEVICE, s)):
+        layer = stored[scope]
+        try:
+            config, keyring = checked(document, {**kept, scope: layer}, base_dir)
+        except Invalid as exc:
+            set_aside.append(SetAside(layer, f"invalid config: {exc}"))
+            continue
+        kept[scope] = layer
+    return Settled(config, keyring, kept, tuple(set_aside))
+
+
 def load(path: Path) -> Effective:
-    """``config show``: the file and the layers applied under its ``state_dir``, read
-    without changing anything. Raises ``ConfigError`` (``ValueError`` for a store file
-    that is not one)."""
+    """``config show``: the file and the stored layers under its ``state_dir`` that run on
+    it, read without changing anything. Raises ``ConfigError`` (``ValueError`` for a store
+    file that is not one)."""
     document = configfile.load_document(path)
-    applied = store.read(store.path_in(document.config.state_dir))
-    return build(document, applied.layers, path.resolve().parent)
+    stored = store.read(store.path_in(document.config.state_dir))
+    base_dir = path.resolve().parent
+    settled = settle(document, stored.layers, base_dir, str(path))
+    return build(document, settled.kept, base_dir)
 
 
 def first_problem(error: configfile.ConfigError) -> str:

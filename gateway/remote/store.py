@@ -1,18 +1,19 @@
-"""The applied remote layers, persisted, so a restart rebuilds the same effective config and
+"""The remote layers accepted and stored, so a restart rebuilds the same effective config and
 an older version stays refused.
 
 One small JSON file under ``state_dir/remote/``, written atomically after every change: per
-scope the applied version and its top-level keys, and the last version that was rolled back
+scope the accepted version and its top-level keys, and the last version that was rolled back
 (a retained envelope arrives again at every reconnect; a version that failed once is not
-tried again until a newer one comes). A corrupt file is set aside and the device runs on its
-local file, saying so loudly: a device in a cabinet must come back up. A layer that no longer
-validates is taken out the same way (``gateway.remote.startup``), a copy of the file kept.
+tried again until a newer one comes). It changes only when an update is applied or rolled
+back: a stored layer that no longer validates is set aside for the run, not taken out
+(``gateway.remote.startup``), so it stays here for inspection and for the release or file it
+validates on. A corrupt file is set aside and the device runs on its local file, saying so
+loudly: a device in a cabinet must come back up.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -69,6 +70,10 @@ class LayerStore:
         self._path = path
         self._offload = offload
 
+    @property
+    def path(self) -> Path:
+        return self._path
+
     def load(self) -> Applied:
         try:
             return read(self._path)
@@ -78,16 +83,6 @@ class LayerStore:
             log.error("remote.store_corrupt", file=str(self._path), moved_to=str(aside),
                       error=str(exc))
             return Applied()
-
-    def copy_aside(self, label: str) -> Path:
-        """A copy of the file as it is, kept for inspection beside it (blocking)."""
-        aside = self._path.with_name(f"{self._path.name}.{label}-{int(time.time())}")
-        shutil.copyfile(self._path, aside)
-        return aside
-
-    def write(self, applied: Applied) -> None:
-        """``save``, blocking: for start-up, before the event loop's work begins."""
-        write_atomic(self._path, _encode(applied))
 
     async def save(self, applied: Applied) -> None:
         payload = _encode(applied)

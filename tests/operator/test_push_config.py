@@ -197,6 +197,12 @@ def test_an_invalid_fragment_exits_2_with_its_line_and_publishes_nothing(
         f"{update}:7: sensors.0.interval_s: Input should be greater than 0",
         f"{update}:8: bogus: unknown key",
     ]
+    # What would run a command on the device: refused before signing, in the device's words.
+    local = fragment(tmp_path, "heartbeat: {interval_s: 5}\nfirmware:\n"
+                     "  installer: [/bin/sh, -c, id]\n", "local.yaml")
+    result = push(mqtt, keys, local, "--device", "nobody", version=1)
+    assert (result.returncode, result.stdout, result.stderr.splitlines()) == (
+        2, "", [f"{local}:3: firmware.installer: cannot be set remotely"])
     with pytest.raises(queue.Empty):
         retained(mqtt.port, "gw/nobody/config/set", timeout=1)
 
