@@ -4,11 +4,16 @@ The slot is emptied, the bundle's wheels unpacked into it (``bundle``), a venv c
 the interpreter that runs the daemon (``python -m venv``), and the installer run in it:
 by default ``VENV/bin/pip install --no-index --find-links BUNDLE edge-gateway==VERSION``
 (``firmware.installer`` replaces it; ``{bundle}``, ``{venv}`` and ``{version}`` are filled
-in). Last, the new release's own ``check-config`` reads this device's file: a release that
-refuses the configuration, or cannot even start that far, is never activated (the unit
-does not restart a daemon that exits 2). Each step is a subprocess with a timeout, killed
-with its children when it runs over or the update is cancelled; the unpacked wheels are
-removed once installed.
+in). Then the new release must import (``VENV/bin/python -c "import gateway.cli"``, what its
+``check-config`` needs; a failure is ``release does not import: `` and the traceback's last
+line), and last its own ``check-config`` reads this device's file: a release that refuses
+the configuration is never activated (the unit does not restart a daemon that exits 2).
+Each step is a subprocess with a timeout, killed with its children when it runs over or
+the update is cancelled; the unpacked wheels are removed once installed.
+
+What the release's bytes decide (a bundle that is not valid, an installer or a release
+that rejects them) is a permanent ``InstallError``; what the device decides (a step killed,
+timed out or not started, the disk full, the interpreter's venv) is transient (``failure``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.firmware import bundle, slots
+from gateway.firmware.failure import Failure
 from gateway.firmware.state import Release
 
 # How long a killed stray install step may take to be gone (a zombie lingers until reaped).
@@ -36,12 +42,13 @@ CHECK_TIMEOUT_S = 120.0
 OUTPUT_TAIL_BYTES = 8192
 # pip on a device: no questions, no cache growing in the state directory, no self-check.
 PIP_ENV = {"PIP_NO_INPUT": "1", "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+# A step that failed for want of space says so (pip: "[Errno 28] No space left on device").
+NO_SPACE = "No space left on device"
 
 
-class InstallError(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class InstallError(Failure):
+    def __init__(self, reason: str, *, permanent: bool = True) -> None:
+        super().__init__(reason, permanent=permanent)
 
 
 def fill(template: Sequence[str], bundle_dir: Path, venv: Path, version: str) -> list[str]:
@@ -72,17 +79,26 @@ class Installer:
         except bundle.BundleError as exc:
             raise InstallError(str(exc)) from None
         venv = slots.venv_of(self.state_dir, slot)
-        await _run("python -m venv", [self.python, "-m", "venv", str(venv)], self.timeout_s)
+        await _run("python -m venv", [self.python, "-m", "venv", str(venv)], self.timeout_s,
+                   permanent=False)
         await _run("the installer", fill(self.template, wheels, venv, release.version),
                    self.timeout_s)
         command = slots.command_of(self.state_dir, slot)
         if not os.access(command, os.X_OK):
             raise InstallError(f"the installer left no {command}")
         try:
+            await _run("import", [str(venv / "bin" / "python"), "-c", "import gateway.cli"],
+                       CHECK_TIMEOUT_S)
+        except _StepFailed as exc:
+            if not exc.permanent:
+                raise
+            raise InstallError(f"release does not import: {exc.last}") from None
+        try:
             await _run("check-config", [str(command), "check-config", str(self.config_path)],
                        CHECK_TIMEOUT_S)
         except InstallError as exc:
-            raise InstallError(f"{release.version} refuses this device: {exc}") from None
+            raise InstallError(f"{release.version} refuses this device: {exc}",
+                               permanent=exc.permanent) from None
         await asyncio.to_thread(shutil.rmtree, wheels, ignore_errors=True)
 
     async def discard(self, slot: str) -> None:
@@ -111,15 +127,24 @@ def _clear(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
-async def _run(name: str, argv: Sequence[str], timeout_s: float) -> None:
+class _StepFailed(InstallError):
+    def __init__(self, reason: str, *, permanent: bool, last: str) -> None:
+        super().__init__(reason, permanent=permanent)
+        self.last = last
+
+
+async def _run(name: str, argv: Sequence[str], timeout_s: float, *,
+               permanent: bool = True) -> None:
     """Runs ``argv`` to completion within ``timeout_s``; ``InstallError`` with the last line
-    it wrote when it fails."""
+    it wrote when it fails, ``permanent`` when it exited by itself with a status (unless it
+    ran out of space), transient when it could not start, ran over or was killed."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env={**os.environ, **PIP_ENV}, start_new_session=True)
     except OSError as exc:
-        raise InstallError(f"{name}: cannot start {argv[0]}: {exc.strerror or exc}") from None
+        raise InstallError(f"{name}: cannot start {argv[0]}: {exc.strerror or exc}",
+                           permanent=False) from None
     assert proc.stdout is not None
     tail = b""
     try:
@@ -128,13 +153,25 @@ async def _run(name: str, argv: Sequence[str], timeout_s: float) -> None:
                 tail = (tail + chunk)[-OUTPUT_TAIL_BYTES:]
             code = await proc.wait()
     except TimeoutError:
-        raise InstallError(f"{name} did not finish within {timeout_s:g} s") from None
+        raise InstallError(f"{name} did not finish within {timeout_s:g} s",
+                           permanent=False) from None
     finally:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await asyncio.shield(proc.wait())
+    if code < 0:
+        raise InstallError(f"{name} was killed by {_signal_name(-code)}", permanent=False)
     if code != 0:
-        lines = [line.strip() for line in tail.decode(errors="replace").splitlines()]
+        text = tail.decode(errors="replace")
+        lines = [line.strip() for line in text.splitlines()]
         last = next((line for line in reversed(lines) if line), "no output")
-        raise InstallError(f"{name} exited {code}: {last}")
+        raise _StepFailed(f"{name} exited {code}: {last}",
+                          permanent=permanent and NO_SPACE not in text, last=last)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -3,17 +3,21 @@ out on the retained ``P/D/firmware/state``.
 
 A manifest is decided by ``manifest.decide``. A refused one (bad signature, wrong channel,
 expired, older than the running release) is reported ``failed`` with the reason and changes
-nothing; one outside the rollout's percentage is ``not_eligible`` until a later manifest
-raises it; ``halt`` stops a release that has not started installing (``idle``, reason
-``halted``). An eligible release goes ``downloading`` -> ``verifying`` -> ``installing``
-into the slot that is not running -> ``awaiting_health``: the record names the new slot
-active, ``current`` is switched, and the daemon is asked to restart (exit status 75, which
+nothing; a replay (issued before the newest manifest accepted on the channel, which the
+record keeps) is ignored without a word; one outside the rollout's percentage is
+``not_eligible`` until a later manifest raises it; ``halt`` stops a release that has not
+started installing (``idle``, reason ``halted``), and holds until a newer manifest. An
+eligible release goes ``downloading`` -> ``verifying`` -> ``installing`` into the slot
+that is not running -> ``awaiting_health``: the record names the new slot active,
+``current`` is switched, and the daemon is asked to restart (exit status 75, which
 the unit restarts through the stable launcher). The new release's daemon finds itself on
 trial and runs the health gate: healthy within ``health_timeout_s`` is ``committed``;
 otherwise the record goes back to the previous slot as ``rolled_back`` with the reason and
 the daemon restarts again. A release that crashes or cannot import never gets that far: the
 launcher counts its starts and rolls it back (``launcher``). A version refused or rolled
-back is not tried again until a newer one comes.
+back is not tried again until a newer one comes; one that failed for a transient reason
+(``failure``) is tried again after a backoff, at once for a newer manifest or after a
+restart.
 
 Every state is written (``state``) before it is acted on and reported after, so a restart at
 any point resumes (a download from the bytes on disk, an install from scratch) or rolls
@@ -43,8 +47,8 @@ from packaging.version import InvalidVersion, Version
 from gateway.config.models import Config
 from gateway.firmware import health, manifest, slots, state
 from gateway.firmware.download import Download, DownloadError, sha256_of
-from gateway.firmware.install import InstallError
-from gateway.firmware.state import Record, Release, Trial
+from gateway.firmware.failure import Backoff, Failure
+from gateway.firmware.state import Record, Release, Seen, Trial
 from gateway.trust.keys import Keyring
 
 log = structlog.get_logger(__name__)
@@ -59,6 +63,8 @@ INBOX_SIZE = 16
 HOLD_ENV = "EDGE_GATEWAY_FIRMWARE_HOLD"
 LAUNCHER_NEEDED = "the daemon was not started by `edge-gateway launch` (the unit's ExecStart)"
 LOG_INTERVAL_S = 60.0
+# After a transient failure: a minute, doubling to an hour (the loop's monotonic clock).
+RETRY = Backoff(60.0, 3600.0)
 
 Offload = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]
 
@@ -135,10 +141,15 @@ class Install(Protocol):
     async def discard(self, slot: str) -> None: ...
 
 
-class _Failed(Exception):
-    def __init__(self, reason: str, refuse: bool) -> None:
-        super().__init__(reason)
-        self.reason, self.refuse = reason, refuse
+@dataclass
+class _Retry:
+    """A release that failed for a transient reason, tried again by ``timer``; the same
+    manifest delivered again meanwhile (a reconnect) waits for it."""
+
+    release: Release
+    seen: Seen | None
+    failures: int
+    timer: asyncio.Task[None] | None = None
 
 
 async def _to_thread(fn: Callable[[], None]) -> None:
@@ -158,6 +169,7 @@ class Updater:
         offload: Offload = _to_thread,
         clock: Callable[[], float] = time.time,
         hold: str | None = None,
+        backoff: Backoff = RETRY,
     ) -> None:
         self._dir = state_dir
         self.settings = settings
@@ -168,6 +180,8 @@ class Updater:
         self._offload = offload
         self._clock = clock
         self._hold = hold
+        self._backoff = backoff
+        self._retry: _Retry | None = None
         self.record = Record(active=running.slot, ts=clock())
         self._group: asyncio.TaskGroup | None = None
         self._job: asyncio.Task[None] | None = None
@@ -217,6 +231,8 @@ class Updater:
             if not self.running.launched:
                 await self._enter(state.FAILED, reason=f"cannot activate: {LAUNCHER_NEEDED}",
                                   release=None)
+            elif self._halted(release.version):
+                await self._enter(state.IDLE, reason="halted", release=None)
             elif self._newer(release.version):
                 self._start_job(release)
             else:
@@ -248,7 +264,14 @@ class Updater:
         refused = self.record.refused
         return manifest.Device(self.settings.device_id, self.settings.channel,
                                Version(self.running.version),
-                               Version(refused) if refused else None)
+                               Version(refused) if refused else None, self._seen())
+
+    def _seen(self) -> Seen | None:
+        return self.record.seen.get(self.settings.channel)
+
+    def _halted(self, version: str) -> bool:
+        seen = self._seen()
+        return seen is not None and seen.halted and seen.version == version
 
     def _newer(self, version: str) -> bool:
         device = self._device()
@@ -272,11 +295,17 @@ class Updater:
         if isinstance(decision, manifest.Refuse):
             self._refused(decision.reason, decision.version)
             return
+        if decision.seen != self._seen():
+            channel = self.settings.channel
+            await self._set(lambda record: record.saw(channel, decision.seen))
+        if isinstance(decision, manifest.Known):
+            return
         if self._busy():
             self._pending = message
             return
         if isinstance(decision, manifest.Halt):
-            if self._job_release is not None and self._job_release.version == decision.version:
+            working = self._job_release or (self._retry and self._retry.release)
+            if working and working.version == decision.version:
                 await self._stop_job()
                 await self._offload(lambda: _keep_only(self._downloads(), None))
                 await self._enter(state.IDLE, version=decision.version, reason="halted",
@@ -289,8 +318,10 @@ class Updater:
                 await self._enter(state.NOT_ELIGIBLE, version=decision.version, release=None)
         else:
             release = decision.release
-            if self._job_release == release:
-                return
+            retry = self._retry
+            if self._job_release == release or (retry is not None and retry.release == release
+                                                and retry.seen == decision.seen):
+                return  # at work on it, or the same manifest again: it waits for its retry
             await self._stop_job()
             if not self.running.launched:
                 self._refused(f"cannot activate: {LAUNCHER_NEEDED}", release.version)
@@ -324,10 +355,12 @@ class Updater:
         self._job = self._spawn(self._work(release), "firmware-update")
 
     async def _stop_job(self) -> None:
-        job = self._job
-        if job is not None:
-            job.cancel()
-            await asyncio.wait([job])
+        """Ends the work under way, and the wait for a retry."""
+        retry, self._retry = self._retry, None
+        for task in (self._job, retry.timer if retry is not None else None):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
 
     def _downloads(self) -> Path:
         return self._dir / "firmware" / "download"
@@ -346,29 +379,48 @@ class Updater:
             slot = slots.other(self.running.slot)
             try:
                 await self._installer.install(release, archive, slot)
-            except InstallError as exc:
+            except Failure:
                 await self._installer.discard(slot)
-                raise _Failed(exc.reason, refuse=True) from None
+                raise
             finally:
                 await self._offload(lambda: archive.unlink(missing_ok=True))
             await self._activate(release, slot)
-        except _Failed as exc:
-            await self._enter(state.FAILED, version=release.version, reason=exc.reason,
-                              release=None,
-                              refused=release.version if exc.refuse else self.record.refused)
-            log.error("firmware.failed", version=release.version, reason=exc.reason)
+        except Failure as exc:
+            await self._failed(release, exc)
         except OSError as exc:  # the state directory: full, read-only; worth another try
-            reason = f"{type(exc).__name__}: {exc}"
-            await self._enter(state.FAILED, version=release.version, reason=reason,
-                              release=None)
-            log.error("firmware.failed", version=release.version, reason=reason)
+            await self._failed(release, Failure(f"{type(exc).__name__}: {exc}",
+                                                permanent=False))
         finally:
             self._job, self._job_release = None, None
         if self._pending is not None:
             self._spawn(self._replay(), "firmware-replay")
 
+    async def _failed(self, release: Release, failure: Failure) -> None:
+        """Reported ``failed``; refused for good, or tried again after the backoff."""
+        version, reason = release.version, failure.reason
+        if failure.permanent:
+            await self._enter(state.FAILED, version=version, reason=reason, release=None,
+                              refused=version)
+            log.error("firmware.failed", version=version, reason=reason, permanent=True)
+            return
+        retry = self._retry
+        failures = retry.failures + 1 if retry is not None and retry.release == release else 1
+        self._retry = retry = _Retry(release, self._seen(), failures)
+        await self._enter(state.FAILED, version=version, reason=reason, release=None)
+        delay = self._backoff.delay(failures)
+        log.error("firmware.failed", version=version, reason=reason, permanent=False,
+                  retry_in_s=delay)
+        retry.timer = self._spawn(self._retry_later(retry, delay), "firmware-retry")
+
+    async def _retry_later(self, retry: _Retry, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with self._handling:
+            if self._retry is retry and not self._restarting and not self._busy():
+                retry.timer = None  # running now: nothing to cancel but the job
+                self._start_job(retry.release)
+
     async def _fetch(self, release: Release, archive: Path) -> None:
-        """``verifying`` passed with the bundle in ``archive``, or ``_Failed``."""
+        """``verifying`` passed with the bundle in ``archive``, or ``Failure``."""
         download = Download(release.url, archive, release.size)
         if download.received < release.size:
             await self._enter(state.DOWNLOADING, version=release.version, release=release,
@@ -379,7 +431,7 @@ class Updater:
         await self._enter(state.VERIFYING, version=release.version, release=release)
         if not await self._intact(archive, release):
             await self._offload(lambda: archive.unlink(missing_ok=True))
-            raise _Failed("sha256 mismatch", refuse=True)
+            raise Failure("sha256 mismatch", permanent=True)
 
     async def _download(self, download: Download, release: Release) -> None:
         future = asyncio.get_running_loop().run_in_executor(self._io, download.run)
@@ -394,7 +446,7 @@ class Updater:
         except DownloadError as exc:
             if exc.permanent:
                 await self._offload(lambda: download.path.unlink(missing_ok=True))
-            raise _Failed(exc.reason, refuse=exc.permanent) from None
+            raise Failure(exc.reason, permanent=exc.permanent) from None
         finally:
             if not future.done():  # cancelled: the thread stops at its next chunk
                 download.stop()
@@ -440,8 +492,7 @@ class Updater:
             self._spawn(self._replay(), "firmware-replay")
 
     async def _roll_back(self, reason: str, restart: bool) -> None:
-        record = self.record.rolled_back(reason)
-        await self._set(record)
+        record = await self._set(lambda current: current.rolled_back(reason))
         await self._point(record.active)
         log.error("firmware.rolled_back", version=record.version, reason=reason,
                   slot=record.active)
@@ -464,13 +515,14 @@ class Updater:
     # -- the record ----------------------------------------------------------------------
 
     async def _enter(self, to: str, **changes: Any) -> None:
-        await self._set(self.record.to(to, ts=self._clock(), **changes))
+        await self._set(lambda record: record.to(to, ts=self._clock(), **changes))
 
-    async def _set(self, record: Record) -> None:
-        """Written first, then reported: what was reported is always on disk. A write is
-        waited for even when the task is cancelled meanwhile, so writes land in order."""
+    async def _set(self, change: Callable[[Record], Record]) -> Record:
+        """Written first, then reported: what was reported is always on disk. The change
+        applies to the record as the last write left it, and a write is waited for even
+        when the task is cancelled meanwhile, so writes land in order and none is lost."""
         async with self._writing:
-            self.record = record
+            self.record = record = change(self.record)
             write = asyncio.ensure_future(self._offload(lambda: state.save(self._dir, record)))
             await _settle(write)
             write.result()
@@ -480,6 +532,7 @@ class Updater:
         if record.state == self._hold:
             log.warning("firmware.held", state=record.state)
             await asyncio.Event().wait()
+        return record
 
     def _publish(self, record: Record) -> None:
         self._host.report(self.settings.state_topic, record.report())
