@@ -247,7 +247,7 @@ class Updater:
                 self._publish(self.record)
             if settings.channel != old.channel:
                 self._pending = None
-                if self._job is not None and not self._busy():
+                if (self._job or self._retry) is not None and not self._busy():
                     await self._stop_job()
                     await self._enter(state.IDLE, reason=f"now following {settings.channel}",
                                       release=None)
@@ -297,7 +297,7 @@ class Updater:
             return
         if decision.seen != self._seen():
             channel = self.settings.channel
-            await self._set(lambda record: record.saw(channel, decision.seen))
+            await self._set(lambda record: record.saw(channel, decision.seen), quiet=True)
         if isinstance(decision, manifest.Known):
             return
         if self._busy():
@@ -337,7 +337,7 @@ class Updater:
             self._logged_at[reason] = now
             log.warning("firmware.refused", version=version, reason=reason)
 
-    async def _replay(self) -> None:
+    async def _decide_pending(self) -> None:
         """A manifest that waited for the install or trial to end."""
         async with self._handling:
             message, self._pending = self._pending, None
@@ -393,7 +393,7 @@ class Updater:
         finally:
             self._job, self._job_release = None, None
         if self._pending is not None:
-            self._spawn(self._replay(), "firmware-replay")
+            self._spawn(self._decide_pending(), "firmware-pending")
 
     async def _failed(self, release: Release, failure: Failure) -> None:
         """Reported ``failed``; refused for good, or tried again after the backoff."""
@@ -415,7 +415,7 @@ class Updater:
     async def _retry_later(self, retry: _Retry, delay: float) -> None:
         await asyncio.sleep(delay)
         async with self._handling:
-            if self._retry is retry and not self._restarting and not self._busy():
+            if self._retry is retry and not self._restarting:
                 retry.timer = None  # running now: nothing to cancel but the job
                 self._start_job(retry.release)
 
@@ -489,7 +489,7 @@ class Updater:
         await self._enter(state.COMMITTED, trial=None, release=None)
         log.info("firmware.committed", version=self.record.version, slot=trial.slot)
         if self._pending is not None:
-            self._spawn(self._replay(), "firmware-replay")
+            self._spawn(self._decide_pending(), "firmware-pending")
 
     async def _roll_back(self, reason: str, restart: bool) -> None:
         record = await self._set(lambda current: current.rolled_back(reason))
@@ -517,15 +517,18 @@ class Updater:
     async def _enter(self, to: str, **changes: Any) -> None:
         await self._set(lambda record: record.to(to, ts=self._clock(), **changes))
 
-    async def _set(self, change: Callable[[Record], Record]) -> Record:
-        """Written first, then reported: what was reported is always on disk. The change
-        applies to the record as the last write left it, and a write is waited for even
-        when the task is cancelled meanwhile, so writes land in order and none is lost."""
+    async def _set(self, change: Callable[[Record], Record], *, quiet: bool = False) -> Record:
+        """Written first, then reported (``quiet``: not, nor logged; the public part did not
+        change): what was reported is always on disk. The change applies to the record as
+        the last write left it, and a write is waited for even when the task is cancelled
+        meanwhile, so writes land in order and none is lost."""
         async with self._writing:
             self.record = record = change(self.record)
             write = asyncio.ensure_future(self._offload(lambda: state.save(self._dir, record)))
             await _settle(write)
             write.result()
+        if quiet:
+            return record
         self._publish(record)
         log.info("firmware.state", state=record.state, version=record.version,
                  reason=record.reason)
