@@ -4,7 +4,7 @@ The slot is emptied, the bundle's wheels unpacked into it (``bundle``), a venv c
 the interpreter that runs the daemon (``python -m venv``), and the installer run in it:
 by default ``VENV/bin/pip install --no-index --find-links BUNDLE edge-gateway==VERSION``
 (``firmware.installer`` replaces it; ``{bundle}``, ``{venv}`` and ``{version}`` are filled
-in). Then the new release must import (``VENV/bin/python -c "import gateway.cli"``, what its
+in). Then the new release must import (``VENV/bin/python -I -c "import gateway.cli"``, what its
 ``check-config`` needs; a failure is ``release does not import: `` and the traceback's last
 line), and last its own ``check-config`` reads this device's file: a release that refuses
 the configuration is never activated (the unit does not restart a daemon that exits 2).
@@ -87,7 +87,7 @@ class Installer:
         if not os.access(command, os.X_OK):
             raise InstallError(f"the installer left no {command}")
         try:
-            await _run("import", [str(venv / "bin" / "python"), "-c", "import gateway.cli"],
+            await _run("import", [str(venv / "bin" / "python"), "-I", "-c", "import gateway.cli"],
                        CHECK_TIMEOUT_S)
         except _StepFailed as exc:
             if not exc.permanent:

@@ -32,6 +32,7 @@ T0 = 1_750_000_000.0
 DAY = 86_400.0
 KEY = SigningKey.generate()
 KEYRING = Keyring.load([public_hex(KEY)])
+AN_HOUR = Backoff(3600, 3600)
 
 
 def signed(version: str, issued_at: float, *, url: str = "http://127.0.0.1:9/b.tar.gz",
@@ -169,12 +170,15 @@ async def running(device: Device) -> AsyncIterator[Device]:
         await asyncio.wait([task])
 
 
-async def until(condition: Callable[[], Any], what: str, timeout: float = 20) -> Any:
-    async with asyncio.timeout(timeout):
-        while not (result := condition()):
-            await asyncio.sleep(0.01)
-    assert result, what
-    return result
+async def until(condition: Callable[[], Any], what: str, within: float = 20) -> Any:
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                if result := condition():
+                    return result
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"not within {within} s: {what}") from None
 
 
 def working() -> bool:
@@ -183,7 +187,7 @@ def working() -> bool:
 
 
 def device_in(tmp_path: Path, installer: Installer | None = None,
-              backoff: Backoff = Backoff(3600, 3600)) -> Device:
+              backoff: Backoff = AN_HOUR) -> Device:
     return Device(tmp_path, installer or Installer(), backoff)
 
 
@@ -265,7 +269,7 @@ def test_a_transient_failure_is_tried_again_after_a_growing_backoff(tmp_path: Pa
         device = device_in(tmp_path, installer, Backoff(0.2, 0.4))
         async with running(device):
             await device.send(signed("0.3.16", T0, url=url, data=data))
-            await until(lambda: device.host.restarts, "the activation", timeout=30)
+            await until(lambda: device.host.restarts, "the activation", within=30)
         failed = [r for r in device.host.reports if r["state"] == "failed"]
         assert [r["reason"] for r in failed] == [killed.reason] * 2
         record = device.record()
