@@ -7,6 +7,7 @@ line each on stderr.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -54,13 +55,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway import daemon  # the daemon's imports (gmqtt, asyncio machinery) only here
 
     try:
-        return daemon.run(args.config)
+        code = daemon.run(args.config)
     except configfile.ConfigError as exc:
         return report(exc)
     except _unusable_state() as exc:
         # State directory not writable, queue file unusable: nothing can run.
         print(f"edge-gateway: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    from gateway.firmware import launcher
+
+    if code == launcher.RESTART_EXIT:  # a firmware slot switched: the launcher again, at once
+        launcher.relaunch(os.environ, lambda line: print(f"edge-gateway: {line}",
+                                                         file=sys.stderr, flush=True))
+    return code
 
 
 def _unusable_state() -> tuple[type[Exception], ...]:
@@ -73,9 +80,7 @@ def _unusable_state() -> tuple[type[Exception], ...]:
 def cmd_launch(args: argparse.Namespace) -> int:
     """The unit's entry: the stable launcher picks the slot (and counts trial starts), then
     the slot's daemon replaces this process, or this install's own ``run`` goes on."""
-    import os
-
-    from gateway.firmware import launcher, slots
+    from gateway.firmware import launcher
 
     def say(line: str) -> None:
         print(f"edge-gateway launch: {line}", file=sys.stderr, flush=True)
@@ -90,10 +95,10 @@ def cmd_launch(args: argparse.Namespace) -> int:
     if state_dir is not None and slot is not None:
         command = launcher.argv(state_dir, slot, args.config)
         try:
-            os.execve(command[0], command, {**os.environ, slots.SLOT_ENV: slot})
+            os.execve(command[0], command, launcher.child_env(os.environ, slot))
         except OSError as exc:
             say(f"cannot start {command[0]}: {exc}; running the base install")
-    os.environ[slots.SLOT_ENV] = ""
+    os.environ.update(launcher.child_env(os.environ, None))
     return cmd_run(args)
 
 

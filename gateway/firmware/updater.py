@@ -48,13 +48,12 @@ from gateway.config.models import Config
 from gateway.firmware import health, manifest, slots, state
 from gateway.firmware.download import Download, DownloadError, sha256_of
 from gateway.firmware.failure import Backoff, Failure
+from gateway.firmware.launcher import RESTART_EXIT as RESTART_EXIT  # what Host.restart exits
 from gateway.firmware.state import Record, Release, Seen, Trial
 from gateway.trust.keys import Keyring
 
 log = structlog.get_logger(__name__)
 
-# Exit status asking the unit for a restart through the launcher (RestartForceExitStatus=).
-RESTART_EXIT = 75
 # A manifest is a few hundred bytes (a URL of up to 2 KiB at most): bigger is refused unread.
 MANIFEST_MAX_BYTES = 8192
 INBOX_SIZE = 16
