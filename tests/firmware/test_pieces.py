@@ -318,6 +318,29 @@ def test_an_unreadable_record_or_none_runs_the_base_install(tmp_path: Path) -> N
     assert said[-1] == "slot b has no edge-gateway: running the base install"
 
 
+def test_a_firmware_restart_execs_the_launcher_as_it_was_started() -> None:
+    """``relaunch`` replaces the process (same PID) with the command ``child_env`` recorded;
+    without one it returns, and the daemon exits 75 for the unit."""
+    import subprocess
+    import sys
+
+    env = launcher.child_env({"PATH": "/usr/bin:/bin"}, "a")
+    assert env[slots.SLOT_ENV] == "a"
+    assert json.loads(env[launcher.LAUNCH_ENV])[0] == sys.executable
+    script = ("import os, sys; from gateway.firmware import launcher; print(os.getpid(), "
+              "flush=True); launcher.relaunch(os.environ, print); sys.exit(75)")
+    again = [sys.executable, "-c", "import os; print(os.getpid(), 'again')"]
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**os.environ, launcher.LAUNCH_ENV: json.dumps(again)},
+                         timeout=60, check=False)
+    before, after = out.stdout.splitlines()
+    assert (out.returncode, after) == (0, f"{before} again")
+    alone = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items()
+                                if k != launcher.LAUNCH_ENV}, timeout=60, check=False)
+    assert alone.returncode == 75
+
+
 def test_the_state_directory_comes_from_systemd_first() -> None:
     assert launcher.state_directory({"STATE_DIRECTORY": "/var/lib/x:/var/lib/y"}) == Path(
         "/var/lib/x")
