@@ -14,8 +14,8 @@ A remote update whose new sensor does not initialise, or whose broker settings d
 connect, within ``remote_config.apply_timeout_s`` is rolled back to the previous config.
 SIGTERM/SIGINT stop the samplers, flush the pipelines, let the uplink drain for
 ``mqtt.shutdown_flush_s``, publish the ``shutdown`` status and return; a firmware update asks
-for the same stop with exit status 75, which the unit answers with a restart through the
-launcher. SIGUSR1 writes a diagnostics report.
+for the same stop with exit status 75 (but no ``STOPPING=1``: the launcher starts again in
+this process, ``launcher.relaunch``; or the unit restarts it). SIGUSR1 writes a diagnostics report.
 """
 
 from __future__ import annotations
@@ -241,7 +241,8 @@ class Daemon:
         log.info("daemon.signal", action=event.value)
         await self._sensors.stop_all()
         await self._seqs.close()
-        self.notifier.stopping()
+        if event is Event.STOP:  # a restart goes on in this process (launcher.relaunch)
+            self.notifier.stopping()
         await self._uplink.shutdown(self.config.mqtt.shutdown_flush_s)
         for task in tasks.values():
             task.cancel()

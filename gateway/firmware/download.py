@@ -42,6 +42,7 @@ from typing import IO, Any
 
 from gateway import __version__
 from gateway.firmware import space
+from gateway.firmware.failure import Failure
 
 CHUNK = 64 * 1024
 SYNC_EVERY = 1 << 20
@@ -65,10 +66,9 @@ class Limits:
         return self.allowance_s + missing / self.min_rate_bytes_s
 
 
-class DownloadError(Exception):
+class DownloadError(Failure):
     def __init__(self, reason: str, permanent: bool) -> None:
-        super().__init__(reason)
-        self.reason, self.permanent = reason, permanent
+        super().__init__(reason, permanent=permanent)
 
 
 class Stopped(Exception):

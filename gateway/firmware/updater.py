@@ -3,17 +3,21 @@ out on the retained ``P/D/firmware/state``.
 
 A manifest is decided by ``manifest.decide``. A refused one (bad signature, wrong channel,
 expired, older than the running release) is reported ``failed`` with the reason and changes
-nothing; one outside the rollout's percentage is ``not_eligible`` until a later manifest
-raises it; ``halt`` stops a release that has not started installing (``idle``, reason
-``halted``). An eligible release goes ``downloading`` -> ``verifying`` -> ``installing``
-into the slot that is not running -> ``awaiting_health``: the record names the new slot
-active, ``current`` is switched, and the daemon is asked to restart (exit status 75, which
+nothing; a replay (issued before the newest manifest accepted on the channel, which the
+record keeps) is ignored without a word; one outside the rollout's percentage is
+``not_eligible`` until a later manifest raises it; ``halt`` stops a release that has not
+started installing (``idle``, reason ``halted``), and holds until a newer manifest. An
+eligible release goes ``downloading`` -> ``verifying`` -> ``installing`` into the slot
+that is not running -> ``awaiting_health``: the record names the new slot active,
+``current`` is switched, and the daemon is asked to restart (exit status 75, which
 the unit restarts through the stable launcher). The new release's daemon finds itself on
 trial and runs the health gate: healthy within ``health_timeout_s`` is ``committed``;
 otherwise the record goes back to the previous slot as ``rolled_back`` with the reason and
 the daemon restarts again. A release that crashes or cannot import never gets that far: the
 launcher counts its starts and rolls it back (``launcher``). A version refused or rolled
-back is not tried again until a newer one comes.
+back is not tried again until a newer one comes; one that failed for a transient reason
+(``failure``) is tried again after a backoff, at once for a newer manifest or after a
+restart.
 
 A release starts only when it fits: its download, what it unpacks to (``space``) and
 ``firmware.reserve_bytes`` must be free on the state directory's filesystem (the slot it
@@ -50,14 +54,13 @@ from packaging.version import InvalidVersion, Version
 from gateway.config.models import Config
 from gateway.firmware import health, manifest, slots, space, state
 from gateway.firmware.download import Download, DownloadError, Limits, sha256_of
-from gateway.firmware.install import InstallError
-from gateway.firmware.state import Record, Release, Trial
+from gateway.firmware.failure import Backoff, Failure
+from gateway.firmware.launcher import RESTART_EXIT as RESTART_EXIT  # what Host.restart exits
+from gateway.firmware.state import Record, Release, Seen, Trial
 from gateway.trust.keys import Keyring
 
 log = structlog.get_logger(__name__)
 
-# Exit status asking the unit for a restart through the launcher (RestartForceExitStatus=).
-RESTART_EXIT = 75
 # A manifest is a few hundred bytes (a URL of up to 2 KiB at most): bigger is refused unread.
 MANIFEST_MAX_BYTES = 8192
 INBOX_SIZE = 16
@@ -66,6 +69,8 @@ INBOX_SIZE = 16
 HOLD_ENV = "EDGE_GATEWAY_FIRMWARE_HOLD"
 LAUNCHER_NEEDED = "the daemon was not started by `edge-gateway launch` (the unit's ExecStart)"
 LOG_INTERVAL_S = 60.0
+# After a transient failure: a minute, doubling to an hour (the loop's monotonic clock).
+RETRY = Backoff(60.0, 3600.0)
 
 Offload = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]
 
@@ -146,10 +151,15 @@ class Install(Protocol):
     async def discard(self, slot: str) -> None: ...
 
 
-class _Failed(Exception):
-    def __init__(self, reason: str, refuse: bool) -> None:
-        super().__init__(reason)
-        self.reason, self.refuse = reason, refuse
+@dataclass
+class _Retry:
+    """A release that failed for a transient reason, tried again by ``timer``; the same
+    manifest delivered again meanwhile (a reconnect) waits for it."""
+
+    release: Release
+    seen: Seen | None
+    failures: int
+    timer: asyncio.Task[None] | None = None
 
 
 async def _to_thread(fn: Callable[[], None]) -> None:
@@ -169,6 +179,7 @@ class Updater:
         offload: Offload = _to_thread,
         clock: Callable[[], float] = time.time,
         hold: str | None = None,
+        backoff: Backoff = RETRY,
     ) -> None:
         self._dir = state_dir
         self.settings = settings
@@ -179,6 +190,8 @@ class Updater:
         self._offload = offload
         self._clock = clock
         self._hold = hold
+        self._backoff = backoff
+        self._retry: _Retry | None = None
         self.record = Record(active=running.slot, ts=clock())
         self._group: asyncio.TaskGroup | None = None
         self._job: asyncio.Task[None] | None = None
@@ -228,6 +241,8 @@ class Updater:
             if not self.running.launched:
                 await self._enter(state.FAILED, reason=f"cannot activate: {LAUNCHER_NEEDED}",
                                   release=None)
+            elif self._halted(release.version):
+                await self._enter(state.IDLE, reason="halted", release=None)
             elif self._newer(release.version):
                 self._start_job(release)
             else:
@@ -242,7 +257,7 @@ class Updater:
                 self._publish(self.record)
             if settings.channel != old.channel:
                 self._pending = None
-                if self._job is not None and not self._busy():
+                if (self._job or self._retry) is not None and not self._busy():
                     await self._stop_job()
                     await self._enter(state.IDLE, reason=f"now following {settings.channel}",
                                       release=None)
@@ -259,7 +274,14 @@ class Updater:
         refused = self.record.refused
         return manifest.Device(self.settings.device_id, self.settings.channel,
                                Version(self.running.version),
-                               Version(refused) if refused else None)
+                               Version(refused) if refused else None, self._seen())
+
+    def _seen(self) -> Seen | None:
+        return self.record.seen.get(self.settings.channel)
+
+    def _halted(self, version: str) -> bool:
+        seen = self._seen()
+        return seen is not None and seen.halted and seen.version == version
 
     def _newer(self, version: str) -> bool:
         device = self._device()
@@ -291,11 +313,16 @@ class Updater:
         if isinstance(decision, manifest.Refuse):
             self._refused(decision.reason, decision.version)
             return
+        if decision.seen != self._seen():
+            await self._mark(decision.seen)
+        if isinstance(decision, manifest.Known):
+            return
         if self._busy():
             self._pending = message
             return
         if isinstance(decision, manifest.Halt):
-            if self._job_release is not None and self._job_release.version == decision.version:
+            working = self._job_release or (self._retry and self._retry.release)
+            if working and working.version == decision.version:
                 await self._stop_job()
                 await self._offload(lambda: _keep_only(self._downloads(), None))
                 await self._enter(state.IDLE, version=decision.version, reason="halted",
@@ -308,13 +335,30 @@ class Updater:
                 await self._enter(state.NOT_ELIGIBLE, version=decision.version, release=None)
         else:
             release = decision.release
-            if self._job_release == release:
-                return
+            retry = self._retry
+            if self._job_release == release or (retry is not None and retry.release == release
+                                                and retry.seen == decision.seen):
+                return  # at work on it, or the same manifest again: it waits for its retry
             await self._stop_job()
             if not self.running.launched:
                 self._refused(f"cannot activate: {LAUNCHER_NEEDED}", release.version)
                 return
             self._start_job(release)
+
+    async def _mark(self, seen: Seen) -> None:
+        """The channel's newest manifest, recorded. When the record cannot be written (a
+        full disk) the mark is kept in memory, written with the next record that is, and the
+        manifest answered all the same: a full disk is reported, not a reason to go silent."""
+        channel = self.settings.channel
+
+        def change(record: Record) -> Record:
+            return record.saw(channel, seen)
+
+        try:
+            await self._set(change, quiet=True)
+        except OSError as exc:
+            self.record = change(self.record)
+            log.error("firmware.state_not_written", error=str(exc))
 
     def _refused(self, reason: str, version: str | None) -> None:
         """Reported, not recorded: a refused manifest changes nothing."""
@@ -325,7 +369,7 @@ class Updater:
             self._logged_at[reason] = now
             log.warning("firmware.refused", version=version, reason=reason)
 
-    async def _replay(self) -> None:
+    async def _decide_pending(self) -> None:
         """A manifest that waited for the install or trial to end."""
         async with self._handling:
             message, self._pending = self._pending, None
@@ -343,10 +387,12 @@ class Updater:
         self._job = self._spawn(self._work(release), "firmware-update")
 
     async def _stop_job(self) -> None:
-        job = self._job
-        if job is not None:
-            job.cancel()
-            await asyncio.wait([job])
+        """Ends the work under way, and the wait for a retry."""
+        retry, self._retry = self._retry, None
+        for task in (self._job, retry.timer if retry is not None else None):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
 
     def _downloads(self) -> Path:
         return self._dir / "firmware" / "download"
@@ -368,42 +414,60 @@ class Updater:
             installing = True
             try:
                 await self._installer.install(release, archive, slot)
-            except InstallError as exc:
-                raise _Failed(exc.reason, refuse=True) from None
             finally:
                 await self._offload(lambda: archive.unlink(missing_ok=True))
             await self._activate(release, slot)
-        except (_Failed, space.NoSpace, OSError) as exc:
-            if isinstance(exc, _Failed):
-                reason, refuse = exc.reason, exc.refuse
-            elif isinstance(exc, space.NoSpace) or space.is_full(exc):
+        except (Failure, OSError) as exc:
+            failure = _failure_of(exc, self._dir)
+            if isinstance(failure, space.NoSpace):
                 # Worth another try once there is room; what the update made goes now.
-                reason, refuse = _no_space(exc, self._dir).reason, False
                 await self._offload(lambda: archive.unlink(missing_ok=True))
-            else:  # the state directory read-only or failing: worth another try
-                reason, refuse = f"{type(exc).__name__}: {exc}", False
             if installing:
                 await self._installer.discard(slot)
-            await self._fail(release, reason, refuse)
+            await self._failed(release, failure)
         finally:
             self._job, self._job_release = None, None
         if self._pending is not None:
-            self._spawn(self._replay(), "firmware-replay")
+            self._spawn(self._decide_pending(), "firmware-pending")
 
-    async def _fail(self, release: Release, reason: str, refuse: bool) -> None:
-        refused = release.version if refuse else self.record.refused
+    async def _failed(self, release: Release, failure: Failure) -> None:
+        """Reported ``failed``; refused for good, or tried again after the backoff."""
+        version, reason = release.version, failure.reason
+        if failure.permanent:
+            await self._say_failed(version, reason, refuse=True)
+            log.error("firmware.failed", version=version, reason=reason, permanent=True)
+            return
+        retry = self._retry
+        failures = retry.failures + 1 if retry is not None and retry.release == release else 1
+        self._retry = retry = _Retry(release, self._seen(), failures)
+        await self._say_failed(version, reason, refuse=False)
+        delay = self._backoff.delay(failures)
+        log.error("firmware.failed", version=version, reason=reason, permanent=False,
+                  retry_in_s=delay)
+        retry.timer = self._spawn(self._retry_later(retry, delay), "firmware-retry")
+
+    async def _retry_later(self, retry: _Retry, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with self._handling:
+            if self._retry is retry and not self._restarting:
+                retry.timer = None  # running now: nothing to cancel but the job
+                self._start_job(retry.release)
+
+    async def _say_failed(self, version: str, reason: str, refuse: bool) -> None:
+        """``failed`` recorded (``refuse``: the version for good) and reported; reported all
+        the same when the record cannot be written."""
+        def change(record: Record) -> Record:
+            return record.to(state.FAILED, ts=self._clock(), version=version, reason=reason,
+                             release=None, refused=version if refuse else record.refused)
+
         try:
-            await self._enter(state.FAILED, version=release.version, reason=reason,
-                              release=None, refused=refused)
+            await self._set(change)
         except OSError as exc:
-            # Said all the same: the record on disk resumes the release at the next start,
-            # which fails the same way or goes on.
-            self.record = self.record.to(state.FAILED, ts=self._clock(),
-                                         version=release.version, reason=reason,
-                                         release=None, refused=refused)
+            # The record on disk resumes the release at the next start, which fails the
+            # same way or goes on.
+            self.record = change(self.record)
             self._publish(self.record)
             log.error("firmware.state_not_written", state=state.FAILED, error=str(exc))
-        log.error("firmware.failed", version=release.version, reason=reason)
 
     async def _make_room(self, release: Release, archive: Path, slot: str) -> None:
         """``space.NoSpace`` unless the rest of the download, what the bundle unpacks to
@@ -418,7 +482,7 @@ class Updater:
         await self._offload(check)
 
     async def _fetch(self, release: Release, archive: Path) -> None:
-        """``verifying`` passed with the bundle in ``archive``, or ``_Failed``."""
+        """``verifying`` passed with the bundle in ``archive``, or ``Failure``."""
         download = Download(release.url, archive, release.size, limits=self.settings.limits)
         if download.received < release.size:
             await self._enter(state.DOWNLOADING, version=release.version, release=release,
@@ -429,7 +493,7 @@ class Updater:
         await self._enter(state.VERIFYING, version=release.version, release=release)
         if not await self._intact(archive, release):
             await self._offload(lambda: archive.unlink(missing_ok=True))
-            raise _Failed("sha256 mismatch", refuse=True)
+            raise Failure("sha256 mismatch", permanent=True)
 
     async def _download(self, download: Download, release: Release) -> None:
         future = asyncio.get_running_loop().run_in_executor(self._io, download.run)
@@ -444,7 +508,7 @@ class Updater:
         except DownloadError as exc:
             if exc.permanent:
                 await self._offload(lambda: download.path.unlink(missing_ok=True))
-            raise _Failed(exc.reason, refuse=exc.permanent) from None
+            raise
         finally:
             if not future.done():  # cancelled: the thread stops at once
                 download.stop()
@@ -487,11 +551,10 @@ class Updater:
         await self._enter(state.COMMITTED, trial=None, release=None)
         log.info("firmware.committed", version=self.record.version, slot=trial.slot)
         if self._pending is not None:
-            self._spawn(self._replay(), "firmware-replay")
+            self._spawn(self._decide_pending(), "firmware-pending")
 
     async def _roll_back(self, reason: str, restart: bool) -> None:
-        record = self.record.rolled_back(reason)
-        await self._set(record)
+        record = await self._set(lambda current: current.rolled_back(reason))
         await self._point(record.active)
         log.error("firmware.rolled_back", version=record.version, reason=reason,
                   slot=record.active)
@@ -514,13 +577,16 @@ class Updater:
     # -- the record ----------------------------------------------------------------------
 
     async def _enter(self, to: str, **changes: Any) -> None:
-        await self._set(self.record.to(to, ts=self._clock(), **changes))
+        await self._set(lambda record: record.to(to, ts=self._clock(), **changes))
 
-    async def _set(self, record: Record) -> None:
-        """Written first, then reported: what was reported is always on disk. A write is
-        waited for even when the task is cancelled meanwhile, so writes land in order."""
+    async def _set(self, change: Callable[[Record], Record], *, quiet: bool = False) -> Record:
+        """Written first, then reported (``quiet``: not, nor logged; the public part did not
+        change): what was reported is always on disk. The change applies to the record as
+        the last write left it, and a write is waited for even when the task is cancelled
+        meanwhile, so writes land in order and none is lost."""
         async with self._writing:
-            previous, self.record = self.record, record
+            previous = self.record
+            self.record = record = change(previous)
             write = asyncio.ensure_future(self._offload(lambda: state.save(self._dir, record)))
             try:
                 await _settle(write)
@@ -528,21 +594,28 @@ class Updater:
                 if write.exception() is not None:
                     self.record = previous  # not on disk: not the record
             write.result()
+        if quiet:
+            return record
         self._publish(record)
         log.info("firmware.state", state=record.state, version=record.version,
                  reason=record.reason)
         if record.state == self._hold:
             log.warning("firmware.held", state=record.state)
             await asyncio.Event().wait()
+        return record
 
     def _publish(self, record: Record) -> None:
         self._host.report(self.settings.state_topic, record.report())
 
 
-def _no_space(exc: Exception, state_dir: Path) -> space.NoSpace:
-    if isinstance(exc, space.NoSpace):
+def _failure_of(exc: Failure | OSError, state_dir: Path) -> Failure:
+    """What went wrong as a ``Failure``: an OSError (the state directory full, read-only or
+    failing) is worth another try, and a full disk says so as ``space.NoSpace`` does."""
+    if isinstance(exc, Failure):
         return exc
-    return space.filled(state_dir, "updating")
+    if space.is_full(exc):
+        return space.filled(state_dir, "updating")
+    return Failure(f"{type(exc).__name__}: {exc}", permanent=False)
 
 
 def _fraction(have: int, size: int) -> float:
