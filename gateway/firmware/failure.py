@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 
 class Failure(Exception):
+    """Why an attempt at a release failed (``reason``, as reported) and whether the
+    version is refused for it (``permanent``) or tried again."""
+
     def __init__(self, reason: str, *, permanent: bool) -> None:
         super().__init__(reason)
         self.reason, self.permanent = reason, permanent
@@ -29,5 +32,6 @@ class Backoff:
     max_s: float = 3600.0
 
     def delay(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` transient failures in a row."""
         doublings = min(max(failures - 1, 0), 32)  # past the cap long before, and no overflow
         return float(min(self.max_s, self.first_s * 2 ** doublings))

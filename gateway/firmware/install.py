@@ -52,11 +52,15 @@ FULL_BELOW_BYTES = 4 << 20
 
 
 class InstallError(Failure):
+    """An install step that failed: permanent when the installer or the release rejected
+    the bundle, transient when the step could not start, ran over or was killed."""
+
     def __init__(self, reason: str, *, permanent: bool = True) -> None:
         super().__init__(reason, permanent=permanent)
 
 
 def fill(template: Sequence[str], bundle_dir: Path, venv: Path, version: str) -> list[str]:
+    """The installer's command line: ``template`` with its placeholders filled in."""
     values = {"{bundle}": str(bundle_dir), "{venv}": str(venv), "{version}": version}
     argv = []
     for arg in template:
@@ -68,6 +72,9 @@ def fill(template: Sequence[str], bundle_dir: Path, venv: Path, version: str) ->
 
 @dataclass
 class Installer:
+    """Installs verified bundles into the slots of ``state_dir``, checked against the
+    device's config file."""
+
     state_dir: Path
     config_path: Path
     timeout_s: float

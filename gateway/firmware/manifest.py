@@ -33,6 +33,9 @@ from gateway.trust.rejection import Rejected
 
 @dataclass(frozen=True)
 class Device:
+    """What a manifest is decided against: this device and what it runs, refused and
+    accepted."""
+
     device_id: str
     channel: str
     running: Version
@@ -44,18 +47,24 @@ class Device:
 
 @dataclass(frozen=True)
 class Act:
+    """The release is for this device: fetch and install it."""
+
     release: Release
     seen: Seen
 
 
 @dataclass(frozen=True)
 class NotEligible:
+    """The release is outside this device's rollout percentage."""
+
     version: str
     seen: Seen
 
 
 @dataclass(frozen=True)
 class Halt:
+    """The release is halted: stop it where it has not started installing."""
+
     version: str
     seen: Seen
 

@@ -71,6 +71,7 @@ def require(path: Path, need: int, reclaimable: int = 0) -> None:
 
 
 def is_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk is full (or the quota used up)."""
     return isinstance(exc, OSError) and exc.errno in _FULL
 
 

@@ -75,6 +75,9 @@ class Trial:
 
 @dataclass(frozen=True)
 class Record:
+    """The firmware record: the update's state, the active slot, the release at work or
+    on trial, and what is refused or was accepted per channel."""
+
     state: str = IDLE
     # The release this state is about (the running one once committed).
     version: str | None = None
@@ -113,6 +116,7 @@ class Record:
         return json.dumps(body, separators=(",", ":")).encode()
 
     def encode(self) -> bytes:
+        """The whole record, as ``state.json`` holds it."""
         return json.dumps({"format": 1, **asdict(self)}, indent=1).encode()
 
 
@@ -176,6 +180,7 @@ def decode(data: bytes) -> Record:
 
 
 def path_in(state_dir: Path) -> Path:
+    """Where the record lives."""
     return state_dir / "firmware" / "state.json"
 
 
@@ -197,4 +202,5 @@ def set_aside(state_dir: Path) -> Path:
 
 
 def save(state_dir: Path, record: Record) -> None:
+    """Writes the record, atomically."""
     write_atomic(path_in(state_dir), record.encode())
