@@ -9,6 +9,7 @@ command needs beyond the config loader it imports when it runs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -26,10 +27,16 @@ class Run(Command):
         from gateway import daemon  # the daemon's imports (gmqtt, asyncio machinery) only here
 
         try:
-            return daemon.run(args.config)
+            code = daemon.run(args.config)
         except _unusable_state() as exc:
             # State directory not writable, queue file unusable: nothing can run.
             raise Failed(f"edge-gateway: cannot start: {exc}") from None
+        from gateway.firmware import launcher
+
+        if code == launcher.RESTART_EXIT:  # a firmware slot switched: the launcher again, at once
+            launcher.relaunch(os.environ, lambda line: print(f"edge-gateway: {line}",
+                                                             file=sys.stderr, flush=True))
+        return code
 
 
 def _unusable_state() -> tuple[type[Exception], ...]:
@@ -47,9 +54,7 @@ class Launch(Command):
         config_file(parser)
 
     def run(self, args: argparse.Namespace) -> int:
-        import os
-
-        from gateway.firmware import launcher, slots
+        from gateway.firmware import launcher
 
         def say(line: str) -> None:
             print(f"edge-gateway launch: {line}", file=sys.stderr, flush=True)
@@ -64,10 +69,10 @@ class Launch(Command):
         if state_dir is not None and slot is not None:
             command = launcher.argv(state_dir, slot, args.config)
             try:
-                os.execve(command[0], command, {**os.environ, slots.SLOT_ENV: slot})
+                os.execve(command[0], command, launcher.child_env(os.environ, slot))
             except OSError as exc:
                 say(f"cannot start {command[0]}: {exc}; running the base install")
-        os.environ[slots.SLOT_ENV] = ""
+        os.environ.update(launcher.child_env(os.environ, None))
         return Run().run(args)
 
 

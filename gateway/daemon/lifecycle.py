@@ -7,8 +7,9 @@ watchdog, Home Assistant's birth listener once discovery is on, with trusted key
 firmware task and, through ``RunningSensors``, a sampler and a pipeline timer per sensor.
 SIGHUP goes to the reconfigurer, as remote updates do. SIGTERM/SIGINT stop the samplers,
 flush the pipelines, let the uplink drain for ``mqtt.shutdown_flush_s``, publish the
-``shutdown`` status and return; a firmware update asks for the same stop with exit status 75.
-SIGUSR1 writes a diagnostics report.
+``shutdown`` status and return; a firmware update asks for the same stop with exit status 75
+(but no ``STOPPING=1``: the launcher starts again in this process, ``launcher.relaunch``, or
+the unit restarts it). SIGUSR1 writes a diagnostics report.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ class Daemon:
                 await remote.reload(self.parts)
         log.info("daemon.signal", action=event.value)
         await self.parts.stop_sampling()
-        self.notifier.stopping()
+        if event is Event.STOP:  # a restart goes on in this process (launcher.relaunch)
+            self.notifier.stopping()
         await self.uplink.shutdown(remote.config.mqtt.shutdown_flush_s)
         tasks.cancel_all()
 

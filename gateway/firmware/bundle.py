@@ -25,16 +25,18 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from gateway.firmware import space
+from gateway.firmware.failure import Failure
 
 MAX_MEMBERS = 10_000
 MAX_UNPACKED_BYTES = 512 << 20  # firmware.max_unpacked_bytes' default
 CHUNK = 64 * 1024
 
 
-class BundleError(Exception):
+class BundleError(Failure):
     """A bundle that is not valid for this device; the same bytes always are not."""
 
-    permanent = True
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, permanent=True)
 
 
 def _wheel_name(member: tarfile.TarInfo) -> str:

@@ -42,6 +42,7 @@ from typing import IO, Any
 
 from gateway import __version__
 from gateway.firmware import space
+from gateway.firmware.failure import Failure
 
 CHUNK = 64 * 1024
 SYNC_EVERY = 1 << 20
@@ -57,18 +58,24 @@ _STOPPED, _DEADLINE = "stopped", "deadline"
 
 @dataclass(frozen=True)
 class Limits:
+    """How long a download may take: at least ``min_rate_bytes_s`` on average (plus
+    ``allowance_s``), and never ``stall_timeout_s`` without a byte."""
+
     min_rate_bytes_s: float = 2048.0
     stall_timeout_s: float = 30.0
     allowance_s: float = ALLOWANCE_S
 
     def deadline_s(self, missing: int) -> float:
+        """The time allowed for ``missing`` more bytes."""
         return self.allowance_s + missing / self.min_rate_bytes_s
 
 
-class DownloadError(Exception):
+class DownloadError(Failure):
+    """A download that did not bring the bundle; ``permanent`` when the server's answer
+    says it never will (another size, a body larger than the manifest's)."""
+
     def __init__(self, reason: str, permanent: bool) -> None:
-        super().__init__(reason)
-        self.reason, self.permanent = reason, permanent
+        super().__init__(reason, permanent=permanent)
 
 
 class Stopped(Exception):
@@ -165,6 +172,9 @@ class _TlsHandler(urllib.request.HTTPSHandler):
 
 
 class Download:
+    """The bundle at ``url`` into ``path``, ``size`` bytes exactly, resumed from what
+    ``path`` holds; ``run`` in a thread, ``stop`` from another."""
+
     def __init__(self, url: str, path: Path, size: int, *, limits: Limits = Limits(),
                  attempts: int = ATTEMPTS) -> None:
         self.url, self.path, self.size = url, path, size
@@ -342,6 +352,7 @@ class Download:
 
 
 def sha256_of(path: Path) -> str:
+    """The file's sha256, in hex."""
     with path.open("rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
 

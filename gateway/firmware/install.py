@@ -4,13 +4,19 @@ The slot is emptied, the bundle's wheels unpacked into it (``bundle``), a venv c
 the interpreter that runs the daemon (``python -m venv``), and the installer run in it:
 by default ``VENV/bin/pip install --no-index --find-links BUNDLE edge-gateway==VERSION``
 (``firmware.installer`` replaces it; ``{bundle}``, ``{venv}`` and ``{version}`` are filled
-in). Last, the new release's own ``check-config`` reads this device's file: a release that
-refuses the configuration, or cannot even start that far, is never activated (the unit
-does not restart a daemon that exits 2). Each step is a subprocess with a timeout, killed
-with its children when it runs over or the update is cancelled; the unpacked wheels are
-removed once installed. A step that runs out of disk space (it says ``No space left on
-device``, or it failed with the disk all but full) fails with ``space.NoSpace``, as
-unpacking does: the release is not to blame, and may fit once space is freed.
+in). Then the new release must import (``VENV/bin/python -I -c "import gateway.cli"``, what its
+``check-config`` needs; a failure is ``release does not import: `` and the traceback's last
+line), and last its own ``check-config`` reads this device's file: a release that refuses
+the configuration is never activated (the unit does not restart a daemon that exits 2).
+Each step is a subprocess with a timeout, killed with its children when it runs over or
+the update is cancelled; the unpacked wheels are removed once installed. A step that runs
+out of disk space (it says ``No space left on device``, or it failed with the disk all but
+full) fails with ``space.NoSpace``, as unpacking does.
+
+What the release's bytes decide (a bundle that is not valid, ``bundle.BundleError``; an
+installer or a release that rejects them, ``InstallError``) is permanent; what the device
+decides (a step killed, timed out or not started, the disk full, the interpreter's venv) is
+transient (``failure``).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.firmware import bundle, slots, space
+from gateway.firmware.failure import Failure
 from gateway.firmware.state import Release
 
 # How long a killed stray install step may take to be gone (a zombie lingers until reaped).
@@ -44,13 +51,16 @@ FULL_DISK = ("No space left on device", "Disk quota exceeded")
 FULL_BELOW_BYTES = 4 << 20
 
 
-class InstallError(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class InstallError(Failure):
+    """An install step that failed: permanent when the installer or the release rejected
+    the bundle, transient when the step could not start, ran over or was killed."""
+
+    def __init__(self, reason: str, *, permanent: bool = True) -> None:
+        super().__init__(reason, permanent=permanent)
 
 
 def fill(template: Sequence[str], bundle_dir: Path, venv: Path, version: str) -> list[str]:
+    """The installer's command line: ``template`` with its placeholders filled in."""
     values = {"{bundle}": str(bundle_dir), "{venv}": str(venv), "{version}": version}
     argv = []
     for arg in template:
@@ -62,6 +72,9 @@ def fill(template: Sequence[str], bundle_dir: Path, venv: Path, version: str) ->
 
 @dataclass
 class Installer:
+    """Installs verified bundles into the slots of ``state_dir``, checked against the
+    device's config file."""
+
     state_dir: Path
     config_path: Path
     timeout_s: float
@@ -70,28 +83,32 @@ class Installer:
     max_unpacked_bytes: int = bundle.MAX_UNPACKED_BYTES
 
     async def install(self, release: Release, archive: Path, slot: str) -> None:
-        """The release in ``slot``'s venv, ready to run; ``InstallError`` says why not,
-        ``space.NoSpace`` when the disk filled."""
+        """The release in ``slot``'s venv, ready to run; a ``Failure`` says why not:
+        ``InstallError``, ``bundle.BundleError``, or ``space.NoSpace`` when the disk
+        filled."""
         root = slots.slot_dir(self.state_dir, slot)
         await asyncio.to_thread(_clear, root)
         wheels = root / "bundle"
-        try:
-            await asyncio.to_thread(bundle.unpack, archive, wheels, self.max_unpacked_bytes)
-        except bundle.BundleError as exc:
-            raise InstallError(str(exc)) from None
+        await asyncio.to_thread(bundle.unpack, archive, wheels, self.max_unpacked_bytes)
         venv = slots.venv_of(self.state_dir, slot)
         await _run("python -m venv", [self.python, "-m", "venv", str(venv)], self.timeout_s,
-                   root)
+                   root, permanent=False)
         await _run("the installer", fill(self.template, wheels, venv, release.version),
                    self.timeout_s, root)
         command = slots.command_of(self.state_dir, slot)
         if not os.access(command, os.X_OK):
             raise InstallError(f"the installer left no {command}")
         try:
+            await _run("import", [str(venv / "bin" / "python"), "-I", "-c", "import gateway.cli"],
+                       CHECK_TIMEOUT_S, root)
+        except _StepFailed as exc:
+            raise InstallError(f"release does not import: {exc.last}") from None
+        try:
             await _run("check-config", [str(command), "check-config", str(self.config_path)],
                        CHECK_TIMEOUT_S, root)
         except InstallError as exc:
-            raise InstallError(f"{release.version} refuses this device: {exc}") from None
+            raise InstallError(f"{release.version} refuses this device: {exc}",
+                               permanent=exc.permanent) from None
         await asyncio.to_thread(shutil.rmtree, wheels, ignore_errors=True)
 
     async def discard(self, slot: str) -> None:
@@ -120,16 +137,25 @@ def _clear(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
-async def _run(name: str, argv: Sequence[str], timeout_s: float, disk: Path) -> None:
+class _StepFailed(InstallError):
+    def __init__(self, reason: str, *, permanent: bool, last: str) -> None:
+        super().__init__(reason, permanent=permanent)
+        self.last = last
+
+
+async def _run(name: str, argv: Sequence[str], timeout_s: float, disk: Path, *,
+               permanent: bool = True) -> None:
     """Runs ``argv`` to completion within ``timeout_s``; ``InstallError`` with the last line
-    it wrote when it fails, ``space.NoSpace`` when it failed for want of space on
-    ``disk``."""
+    it wrote when it fails, ``permanent`` when it exited by itself with a status, transient
+    when it could not start, ran over or was killed; ``space.NoSpace`` when it failed for
+    want of space on ``disk``."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env={**os.environ, **PIP_ENV}, start_new_session=True)
     except OSError as exc:
-        raise InstallError(f"{name}: cannot start {argv[0]}: {exc.strerror or exc}") from None
+        raise InstallError(f"{name}: cannot start {argv[0]}: {exc.strerror or exc}",
+                           permanent=False) from None
     assert proc.stdout is not None
     tail = b""
     try:
@@ -138,12 +164,15 @@ async def _run(name: str, argv: Sequence[str], timeout_s: float, disk: Path) -> 
                 tail = (tail + chunk)[-OUTPUT_TAIL_BYTES:]
             code = await proc.wait()
     except TimeoutError:
-        raise InstallError(f"{name} did not finish within {timeout_s:g} s") from None
+        raise InstallError(f"{name} did not finish within {timeout_s:g} s",
+                           permanent=False) from None
     finally:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await asyncio.shield(proc.wait())
+    if code < 0:
+        raise InstallError(f"{name} was killed by {_signal_name(-code)}", permanent=False)
     if code != 0:
         said = tail.decode(errors="replace")
         if (any(full in said for full in FULL_DISK)
@@ -151,4 +180,11 @@ async def _run(name: str, argv: Sequence[str], timeout_s: float, disk: Path) -> 
             raise space.filled(disk, f"running {name}")
         lines = [line.strip() for line in said.splitlines()]
         last = next((line for line in reversed(lines) if line), "no output")
-        raise InstallError(f"{name} exited {code}: {last}")
+        raise _StepFailed(f"{name} exited {code}: {last}", permanent=permanent, last=last)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -9,6 +9,13 @@ counted, and past ``max_trial_boots`` starts the record goes back to the previou
 the record and the caller ``execv``s that slot's ``edge-gateway run`` (the PID stays, so
 ``Type=notify`` and the watchdog hold), or runs its own ``run`` for the base install.
 
+A firmware restart (a slot switched: activation or rollback) does not go through systemd:
+the daemon stops cleanly, then ``relaunch`` ``execv``s the launcher again as it was started
+(``EDGE_GATEWAY_LAUNCH``, set by ``child_env``), in the same process. So it is not delayed
+by the unit's ``RestartSec=``, which stays for crashes, and the PID, the unit's state and its
+restart count stay as they were. A daemon whose launcher did not say how it was started (an
+older base install) exits 75 instead, which the unit restarts after ``RestartSec=``.
+
 A record that cannot be read or written means the base install: it is the one release known
 to be there. Standard library only, so starting costs little and depends on nothing an
 update brings.
@@ -16,7 +23,9 @@ update brings.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +33,11 @@ from pathlib import Path
 from gateway.firmware import slots, state
 
 Say = Callable[[str], None]
+# Exit status asking the unit for a restart through the launcher (RestartForceExitStatus=),
+# when the daemon cannot start it again itself.
+RESTART_EXIT = 75
+# The launcher's own command line, as JSON, for the daemon to start it again.
+LAUNCH_ENV = "EDGE_GATEWAY_LAUNCH"
 
 
 def state_directory(env: Mapping[str, str]) -> Path | None:
@@ -97,3 +111,27 @@ def _point(state_dir: Path, slot: str | None, say: Say) -> None:
 def argv(state_dir: Path, slot: str, config: Path) -> list[str]:
     """The slot's daemon, as the launcher ``execv``s it."""
     return [str(slots.command_of(state_dir, slot)), "run", "-c", str(config)]
+
+
+def child_env(env: Mapping[str, str], slot: str | None) -> dict[str, str]:
+    """The daemon's environment: the slot it runs (``slots.SLOT_ENV``, empty for the base
+    install) and how to start this launcher again."""
+    again = [sys.executable, *sys.orig_argv[1:]]
+    return {**env, slots.SLOT_ENV: slot or "", LAUNCH_ENV: json.dumps(again)}
+
+
+def relaunch(env: Mapping[str, str], say: Say) -> None:
+    """Replaces this process with the launcher that started it; returns only when it
+    cannot (no launcher said how, or the exec failed)."""
+    try:
+        command = json.loads(env[LAUNCH_ENV])
+    except (KeyError, ValueError):
+        return
+    if not (isinstance(command, list) and command and all(isinstance(a, str) for a in command)):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(command[0], command)
+    except OSError as exc:
+        say(f"cannot start the launcher again ({command[0]}: {exc}): exiting for systemd")

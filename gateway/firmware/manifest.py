@@ -2,11 +2,16 @@
 
 The order keeps a flood cheap and a retained manifest quiet: the size (the inbox kept no
 payload above its bound), the signature (``gateway.trust``: nothing is parsed before it
-verifies), the payload, the channel; then a manifest of the running version, or of one
-refused or rolled back before (a retained manifest comes again at every reconnect, after
-its expiry too), is ignored without a word; then expiry, a version older than the running
-one, ``halt``, and last SPEC section 5's eligibility (``rollout``; the salt defaults to
-``CHANNEL:VERSION`` with the version as PEP 440 normalises it).
+verifies), the payload, the channel; then a replay, a manifest issued before the newest one
+this device accepted on the channel (or with it, while that one's ``halt`` stands: a halt
+holds until a newer manifest lifts it), is ignored without a word, as anyone with publish
+rights could send one again during its lifetime; then a manifest of the running version, or
+of one refused or rolled back before (a retained manifest comes again at every reconnect,
+after its expiry too), changes nothing but the newest manifest accepted; then expiry, a
+version older than the running one, ``halt``, and last SPEC section 5's eligibility
+(``rollout``; the salt defaults to ``CHANNEL:VERSION`` with the version as PEP 440
+normalises it). Every decision but a refusal or a replay carries the manifest as ``Seen``,
+for the updater to remember.
 
 Only decisions here, no I/O: the updater acts on them, and a fleet of stand-in devices can
 decide exactly as a device does.
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 from packaging.version import Version
 
 from gateway.firmware.rollout import default_salt, eligible
-from gateway.firmware.state import Release
+from gateway.firmware.state import Release, Seen
 from gateway.trust.envelope import verify
 from gateway.trust.keys import Keyring
 from gateway.trust.payload import parse_firmware
@@ -28,26 +33,48 @@ from gateway.trust.rejection import Rejected
 
 @dataclass(frozen=True)
 class Device:
+    """What a manifest is decided against: this device and what it runs, refused and
+    accepted."""
+
     device_id: str
     channel: str
     running: Version
     # The highest version refused or rolled back (not tried again until a newer one).
     refused: Version | None = None
+    # The newest manifest accepted on ``channel``: one issued before it is a replay.
+    seen: Seen | None = None
 
 
 @dataclass(frozen=True)
 class Act:
+    """The release is for this device: fetch and install it."""
+
     release: Release
+    seen: Seen
 
 
 @dataclass(frozen=True)
 class NotEligible:
+    """The release is outside this device's rollout percentage."""
+
     version: str
+    seen: Seen
 
 
 @dataclass(frozen=True)
 class Halt:
+    """The release is halted: stop it where it has not started installing."""
+
     version: str
+    seen: Seen
+
+
+@dataclass(frozen=True)
+class Known:
+    """The running release, or one refused before: nothing to do or say, but the manifest is
+    the channel's newest word all the same."""
+
+    seen: Seen
 
 
 @dataclass(frozen=True)
@@ -58,8 +85,16 @@ class Refuse:
     version: str | None = None
 
 
-Decision = Act | NotEligible | Halt | Refuse | None
-"""None: nothing to do and nothing to say (the running or a refused release again)."""
+Decision = Act | NotEligible | Halt | Known | Refuse | None
+"""None: a replay, ignored without a word."""
+
+
+def _replayed(issued_at: float, halt: bool, last: Seen | None) -> bool:
+    """Issued before the newest manifest accepted, or with it while its halt stands."""
+    if last is None:
+        return False
+    return issued_at < last.issued_at or (issued_at == last.issued_at and last.halted
+                                          and not halt)
 
 
 def decide(payload: bytes | None, keyring: Keyring, device: Device, now: float,
@@ -76,10 +111,12 @@ def decide(payload: bytes | None, keyring: Keyring, device: Device, now: float,
     if manifest.channel != device.channel:
         return Refuse(f"wrong channel: {manifest.channel} (this device follows "
                       f"{device.channel})", named)
-    if version == device.running:
+    if _replayed(manifest.issued_at, manifest.halt, device.seen):
         return None
-    if device.refused is not None and device.running < version <= device.refused:
-        return None
+    seen = Seen(manifest.issued_at, named, manifest.halt)
+    if version == device.running or (device.refused is not None
+                                      and device.running < version <= device.refused):
+        return Known(seen)
     try:
         manifest.check_expiry(now)
     except Rejected as exc:
@@ -87,8 +124,8 @@ def decide(payload: bytes | None, keyring: Keyring, device: Device, now: float,
     if version < device.running:
         return Refuse(f"not newer than the running {device.running}", named)
     if manifest.halt:
-        return Halt(named)
+        return Halt(named, seen)
     salt = manifest.rollout.salt or default_salt(manifest.channel, named)
     if not eligible(manifest.rollout.percent, salt, device.device_id):
-        return NotEligible(named)
-    return Act(Release(named, manifest.url, manifest.sha256, manifest.size))
+        return NotEligible(named, seen)
+    return Act(Release(named, manifest.url, manifest.sha256, manifest.size), seen)

@@ -26,18 +26,22 @@ COMMAND = "edge-gateway"
 
 
 def slot_dir(state_dir: Path, slot: str) -> Path:
+    """The directory a slot's release is installed in."""
     return state_dir / "slots" / slot
 
 
 def venv_of(state_dir: Path, slot: str) -> Path:
+    """A slot's venv."""
     return slot_dir(state_dir, slot) / "venv"
 
 
 def command_of(state_dir: Path, slot: str) -> Path:
+    """A slot's ``edge-gateway``."""
     return venv_of(state_dir, slot) / "bin" / COMMAND
 
 
 def current_link(state_dir: Path) -> Path:
+    """The link to the active slot."""
     return state_dir / "current"
 
 

@@ -21,19 +21,18 @@ import errno
 import os
 from pathlib import Path
 
+from gateway.firmware.failure import Failure
+
 MIB = 1 << 20
 UNPACKED_FACTOR = 7
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class NoSpace(Exception):
+class NoSpace(Failure):
     """Out of space for an update; worth another try once space is freed."""
 
-    permanent = False
-
     def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+        super().__init__(reason, permanent=False)
 
 
 def free_bytes(path: Path) -> int:
@@ -72,6 +71,7 @@ def require(path: Path, need: int, reclaimable: int = 0) -> None:
 
 
 def is_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk is full (or the quota used up)."""
     return isinstance(exc, OSError) and exc.errno in _FULL
 
 

@@ -2,7 +2,10 @@
 
 Every step of an update is a state written here (atomically) before anything acts on it, so
 a ``kill -9`` or a power cut at any step leaves a record the next start can resume from or
-roll back with. The record is also the report: the retained ``P/D/firmware/state`` is its
+roll back with. The record also remembers, per channel, the newest manifest accepted (its
+``issued_at``, version and whether it halted the release), so a manifest issued before it,
+replayed by anyone who can publish on the broker, is ignored after a restart too. The record
+is also the report: the retained ``P/D/firmware/state`` is its
 public part, published again at every start until the broker has it. ``active`` is the slot
 ``state_dir/current`` must point at (None: the base install); the launcher makes the link
 follow it, so the link never disagrees with the record for long.
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,15 @@ class Release:
 
 
 @dataclass(frozen=True)
+class Seen:
+    """The newest manifest accepted on a channel: one issued earlier is a replay."""
+
+    issued_at: float
+    version: str
+    halted: bool = False
+
+
+@dataclass(frozen=True)
 class Trial:
     """A release on trial in ``slot``; ``previous`` is the slot to go back to."""
 
@@ -63,6 +75,9 @@ class Trial:
 
 @dataclass(frozen=True)
 class Record:
+    """The firmware record: the update's state, the active slot, the release at work or
+    on trial, and what is refused or was accepted per channel."""
+
     state: str = IDLE
     # The release this state is about (the running one once committed).
     version: str | None = None
@@ -74,10 +89,12 @@ class Record:
     trial: Trial | None = None
     # The highest version refused or rolled back: not tried again until a newer one comes.
     refused: str | None = None
+    # Per channel, the newest manifest accepted (absent from records of older releases).
+    seen: dict[str, Seen] = field(default_factory=dict)
 
     def to(self, state: str, **changes: Any) -> Record:
         """The next state: what the caller does not give is cleared (reason, progress) or
-        kept (version, active, release, trial, refused)."""
+        kept (version, active, release, trial, refused, seen)."""
         changes.setdefault("reason", None)
         changes.setdefault("progress", None)
         return replace(self, state=state, ts=changes.pop("ts", time.time()), **changes)
@@ -88,6 +105,10 @@ class Record:
         return self.to(ROLLED_BACK, reason=reason, active=self.trial.previous, trial=None,
                        release=None, refused=self.version)
 
+    def saw(self, channel: str, seen: Seen) -> Record:
+        """The same record with ``seen`` as the channel's newest manifest."""
+        return replace(self, seen={**self.seen, channel: seen})
+
     def report(self) -> bytes:
         """The public part, as ``P/D/firmware/state`` carries it."""
         body = {"version": self.version, "state": self.state, "reason": self.reason,
@@ -95,6 +116,7 @@ class Record:
         return json.dumps(body, separators=(",", ":")).encode()
 
     def encode(self) -> bytes:
+        """The whole record, as ``state.json`` holds it."""
         return json.dumps({"format": 1, **asdict(self)}, indent=1).encode()
 
 
@@ -115,6 +137,14 @@ def _str(value: object) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise ValueError(f"not a string: {value!r}")
+
+
+def _seen(raw: object) -> dict[str, Seen]:
+    if not isinstance(raw, dict):
+        raise TypeError(f"not a map of channels: {raw!r}")
+    return {str(channel): Seen(float(entry["issued_at"]), str(entry["version"]),
+                               bool(entry.get("halted", False)))
+            for channel, entry in raw.items()}
 
 
 def decode(data: bytes) -> Record:
@@ -143,12 +173,14 @@ def decode(data: bytes) -> Record:
                 _required_slot(trial["slot"]), _slot(trial.get("previous")), int(trial["boots"]),
                 int(trial["max_boots"]), tuple(str(n) for n in trial.get("excused", ()))),
             refused=_str(raw.get("refused")),
+            seen=_seen(raw.get("seen", {})),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"unreadable firmware state: {exc}") from None
 
 
 def path_in(state_dir: Path) -> Path:
+    """Where the record lives."""
     return state_dir / "firmware" / "state.json"
 
 
@@ -170,4 +202,5 @@ def set_aside(state_dir: Path) -> Path:
 
 
 def save(state_dir: Path, record: Record) -> None:
+    """Writes the record, atomically."""
     write_atomic(path_in(state_dir), record.encode())

@@ -1,37 +1,36 @@
 """The firmware task on the device: signed manifests in, one persisted state machine, reports
-out on the retained ``P/D/firmware/state``.
+out on the retained ``P/D/firmware/state``. It holds the parts together and owns their
+tasks: what a manifest or the record found at start means (``decisions``), one attempt at a
+release (``job``), the release on trial (``trial``), and the record's one writer
+(``recorder``).
 
 A manifest is decided by ``manifest.decide``. A refused one (bad signature, wrong channel,
 expired, older than the running release) is reported ``failed`` with the reason and changes
-nothing; one outside the rollout's percentage is ``not_eligible`` until a later manifest
-raises it; ``halt`` stops a release that has not started installing (``idle``, reason
-``halted``). An eligible release goes ``downloading`` -> ``verifying`` -> ``installing``
-into the slot that is not running -> ``awaiting_health``: the record names the new slot
-active, ``current`` is switched, and the daemon is asked to restart (exit status 75, which
-the unit restarts through the stable launcher). The new release's daemon finds itself on
+nothing; a replay (issued before the newest manifest accepted on the channel, which the
+record keeps) is ignored without a word; one outside the rollout's percentage is
+``not_eligible`` until a later manifest raises it; ``halt`` stops a release that has not
+started installing (``idle``, reason ``halted``), and holds until a newer manifest. An
+eligible release goes ``downloading`` -> ``verifying`` -> ``installing`` into the slot
+that is not running -> ``awaiting_health``: the record names the new slot active,
+``current`` is switched, and the daemon is asked to restart (``Host.restart``: it stops and
+starts the launcher again in the same process). The new release's daemon finds itself on
 trial and runs the health gate: healthy within ``health_timeout_s`` is ``committed``;
 otherwise the record goes back to the previous slot as ``rolled_back`` with the reason and
 the daemon restarts again. A release that crashes or cannot import never gets that far: the
 launcher counts its starts and rolls it back (``launcher``). A version refused or rolled
-back is not tried again until a newer one comes.
+back is not tried again until a newer one comes; one that failed for a transient reason
+(``failure``; out of space among them) is tried again after a backoff, at once for a newer
+manifest or after a restart, and the task goes on answering manifests meanwhile.
 
-A release starts only when it fits: its download, what it unpacks to (``space``) and
-``firmware.reserve_bytes`` must be free on the state directory's filesystem (the slot it
-replaces counts as free). Running out of space anyway, at any step, is ``failed`` with a
-reason that starts ``not enough space``: the partial bundle and the half-made slot are
-removed, the version is not refused, and the task goes on answering manifests; when even
-the record cannot be written, the report still goes out.
-
-Every state is written (``state``) before it is acted on and reported after, so a restart at
-any point resumes (a download from the bytes on disk, an install from scratch) or rolls
-back; the record is published again at every start, so a report lost with the process is
-sent by the next one, and nothing is ever undone because a report did not go out.
+Every state is written before it is acted on and reported after, so a restart at any point
+resumes (a download from the bytes on disk, an install from scratch) or rolls back; the
+record is published again at every start, so a report lost with the process is sent by the
+next one, and nothing is ever undone because a report did not go out.
 
 While a release installs or is on trial, newer manifests wait their turn (the latest one is
-kept). The work is one task at a time, owned by ``run``'s TaskGroup; the download runs in a
-thread of this task's own, installs in subprocesses. What the daemon provides (reports,
-health, restart) comes through ``Host``, the install through ``Install``: so a test can run
-many of these devices in one process.
+kept). The work is one task at a time, owned by ``run``'s TaskGroup. What the daemon
+provides (reports, health, restart) comes through ``Host``, the install through
+``job.Install``: so a test can run many of these devices in one process.
 """
 
 from __future__ import annotations
@@ -39,89 +38,47 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
-from packaging.version import InvalidVersion, Version
 
-from gateway.config.models import Config
-from gateway.firmware import health, manifest, slots, space, state
-from gateway.firmware.download import Download, DownloadError, Limits, sha256_of
-from gateway.firmware.install import InstallError
-from gateway.firmware.state import Record, Release, Trial
+from gateway.firmware import decisions, manifest, state, trial
+from gateway.firmware.failure import Backoff, Failure
+from gateway.firmware.job import Install, Job
+from gateway.firmware.launcher import RESTART_EXIT as RESTART_EXIT  # what Host.restart exits
+from gateway.firmware.recorder import Offload, Recorder
+from gateway.firmware.settings import Running as Running
+from gateway.firmware.settings import Settings as Settings
+from gateway.firmware.settings import manifest_topic as manifest_topic
+from gateway.firmware.settings import state_topic as state_topic
+from gateway.firmware.state import Record, Release, Seen, Trial
 from gateway.trust.keys import Keyring
 
 log = structlog.get_logger(__name__)
 
-# Exit status asking the unit for a restart through the launcher (RestartForceExitStatus=).
-RESTART_EXIT = 75
 # A manifest is a few hundred bytes (a URL of up to 2 KiB at most): bigger is refused unread.
 MANIFEST_MAX_BYTES = 8192
 INBOX_SIZE = 16
 # Set (with EDGE_GATEWAY_DEBUG_HOOKS=1) by tests only: the task stops for good on entering
 # this state, so a test can kill the process there.
 HOLD_ENV = "EDGE_GATEWAY_FIRMWARE_HOLD"
-LAUNCHER_NEEDED = "the daemon was not started by `edge-gateway launch` (the unit's ExecStart)"
 LOG_INTERVAL_S = 60.0
-
-Offload = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]
-
-
-def manifest_topic(prefix: str, channel: str) -> str:
-    return f"{prefix}/firmware/{channel}/manifest"
-
-
-def state_topic(prefix: str, device_id: str) -> str:
-    return f"{prefix}/{device_id}/firmware/state"
-
-
-@dataclass(frozen=True)
-class Settings:
-    device_id: str
-    topic_prefix: str
-    channel: str
-    health_timeout_s: float
-    max_trial_boots: int
-    progress_interval_s: float
-    limits: Limits
-    reserve_bytes: int
-
-    @classmethod
-    def of(cls, config: Config) -> Settings:
-        firmware = config.firmware
-        return cls(config.device_id, config.mqtt.topic_prefix, firmware.channel,
-                   firmware.health_timeout_s, firmware.max_trial_boots,
-                   firmware.progress_interval_s,
-                   Limits(firmware.min_rate_bytes_s, firmware.stall_timeout_s),
-                   firmware.reserve_bytes)
-
-    @property
-    def manifest_topic(self) -> str:
-        return manifest_topic(self.topic_prefix, self.channel)
-
-    @property
-    def state_topic(self) -> str:
-        return state_topic(self.topic_prefix, self.device_id)
-
-
-@dataclass(frozen=True)
-class Running:
-    """What this process runs: its version, its slot (None: the base install), and whether
-    the launcher started it (only then can a release be activated)."""
-
-    version: str
-    slot: str | None
-    launched: bool
+# After a transient failure: a minute, doubling to an hour (the loop's monotonic clock).
+RETRY = Backoff(60.0, 3600.0)
 
 
 class Message(Protocol):
+    """A manifest as the broker delivered it (None: larger than the inbox keeps)."""
+
     @property
-    def topic(self) -> str: ...
+    def topic(self) -> str:
+        """The topic it came on."""
+
     @property
-    def payload(self) -> bytes | None: ...
+    def payload(self) -> bytes | None:
+        """Its bytes; None when it was larger than the inbox keeps."""
 
 
 class Host(Protocol):
@@ -141,15 +98,15 @@ class Host(Protocol):
         """Stop cleanly and exit with ``RESTART_EXIT``."""
 
 
-class Install(Protocol):
-    async def install(self, release: Release, archive: Path, slot: str) -> None: ...
-    async def discard(self, slot: str) -> None: ...
+@dataclass
+class _Retry:
+    """A release that failed for a transient reason, tried again by ``timer``; the same
+    manifest delivered again meanwhile (a reconnect) waits for it."""
 
-
-class _Failed(Exception):
-    def __init__(self, reason: str, refuse: bool) -> None:
-        super().__init__(reason)
-        self.reason, self.refuse = reason, refuse
+    release: Release
+    seen: Seen | None
+    failures: int
+    timer: asyncio.Task[None] | None = None
 
 
 async def _to_thread(fn: Callable[[], None]) -> None:
@@ -157,6 +114,8 @@ async def _to_thread(fn: Callable[[], None]) -> None:
 
 
 class Updater:
+    """The firmware task of one device: ``run`` it with the manifests it receives."""
+
     def __init__(
         self,
         state_dir: Path,
@@ -169,32 +128,37 @@ class Updater:
         offload: Offload = _to_thread,
         clock: Callable[[], float] = time.time,
         hold: str | None = None,
+        backoff: Backoff = RETRY,
     ) -> None:
-        self._dir = state_dir
         self.settings = settings
         self._keyring = keyring
         self.running = running
         self._host = host
-        self._installer = installer
-        self._offload = offload
         self._clock = clock
-        self._hold = hold
-        self.record = Record(active=running.slot, ts=clock())
+        self._backoff = backoff
+        self._retry: _Retry | None = None
+        self._recorder = Recorder(state_dir, Record(active=running.slot, ts=clock()),
+                                  self._publish, offload, clock, hold)
+        self._job = Job(state_dir, self._recorder, installer, running, lambda: self.settings,
+                        host.unwell, offload)
         self._group: asyncio.TaskGroup | None = None
-        self._job: asyncio.Task[None] | None = None
-        self._job_release: Release | None = None
+        self._work: asyncio.Task[None] | None = None
+        self._work_release: Release | None = None
         self._pending: Message | None = None
         # Set once a restart was asked for: nothing more happens in this process.
         self._restarting = False
         self._handling = asyncio.Lock()
-        self._writing = asyncio.Lock()
-        # The download and the hashing: long, blocking, one at a time.
-        self._io = ThreadPoolExecutor(1, thread_name_prefix="firmware")
         self._logged_at: dict[str, float] = {}
+
+    @property
+    def record(self) -> Record:
+        """The firmware record as this process knows it."""
+        return self._recorder.record
 
     # -- the task ------------------------------------------------------------------------
 
     async def run(self, receive: Callable[[], Awaitable[Message]]) -> None:
+        """``start``, then every manifest ``receive`` gives, until cancelled."""
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -202,36 +166,22 @@ class Updater:
                 while True:
                     await self.handle(await receive())
         finally:
-            self._io.shutdown(wait=False)  # idle: every job waited for its thread
+            self._job.close()
 
     async def start(self) -> None:
         """The record as the last process left it: reported again, and acted on (a trial
         to judge, work to resume)."""
-        try:
-            record = await asyncio.to_thread(state.load, self._dir)
-        except ValueError as exc:
-            aside = await asyncio.to_thread(state.set_aside, self._dir)
-            log.error("firmware.state_unreadable", error=str(exc), moved_to=str(aside))
-            record = None
-        if record is not None:
-            self.record = record
-        self._publish(self.record)
-        record = self.record
-        if record.state == state.AWAITING_HEALTH and record.trial is not None:
-            if self.running.launched and record.active == self.running.slot:
-                self._spawn(self._on_trial(record.trial), "firmware-trial")
-            else:
-                await self._roll_back(f"the new slot did not run: {LAUNCHER_NEEDED}",
-                                      restart=False)
-        elif record.state in state.RESUMABLE and record.release is not None:
-            release = record.release
-            if not self.running.launched:
-                await self._enter(state.FAILED, reason=f"cannot activate: {LAUNCHER_NEEDED}",
-                                  release=None)
-            elif self._newer(release.version):
-                self._start_job(release)
-            else:
-                await self._enter(state.IDLE, release=None)
+        await self._recorder.load()
+        self._recorder.publish()
+        match decisions.on_start(self.record, self.settings, self.running):
+            case decisions.Judge(on_trial):
+                self._spawn(self._on_trial(on_trial), "firmware-trial")
+            case decisions.RollBack(reason):
+                await trial.roll_back(self._recorder, reason)
+            case decisions.Enter(to, reason):
+                await self._recorder.enter(to, reason=reason, release=None)
+            case decisions.Resume(release):
+                self._start_work(release)
 
     async def configured(self, settings: Settings, keyring: Keyring) -> None:
         """New settings (SIGHUP, remote config): a new channel stops work on the old
@@ -239,41 +189,25 @@ class Updater:
         async with self._handling:
             old, self.settings, self._keyring = self.settings, settings, keyring
             if settings.state_topic != old.state_topic:
-                self._publish(self.record)
+                self._recorder.publish()
             if settings.channel != old.channel:
                 self._pending = None
-                if self._job is not None and not self._busy():
-                    await self._stop_job()
-                    await self._enter(state.IDLE, reason=f"now following {settings.channel}",
-                                      release=None)
+                if (self._work or self._retry) is not None and not self._busy():
+                    await self._stop_work()
+                    await self._recorder.enter(state.IDLE, release=None,
+                                               reason=f"now following {settings.channel}")
 
     async def handle(self, message: Message) -> None:
+        """Decides one manifest and acts on it."""
         if message.topic != self.settings.manifest_topic or self._restarting:
             return  # an old channel's, delivered before the switch; or this process is done
         async with self._handling:
             await self._decide_or_log(message)
 
-    # -- decisions -----------------------------------------------------------------------
-
-    def _device(self) -> manifest.Device:
-        refused = self.record.refused
-        return manifest.Device(self.settings.device_id, self.settings.channel,
-                               Version(self.running.version),
-                               Version(refused) if refused else None)
-
-    def _newer(self, version: str) -> bool:
-        device = self._device()
-        try:
-            candidate = Version(version)
-        except InvalidVersion:
-            return False
-        return candidate > device.running and (device.refused is None
-                                               or candidate > device.refused)
+    # -- manifests -----------------------------------------------------------------------
 
     def _busy(self) -> bool:
-        """Installing or on trial: the release finishes, commits or rolls back first."""
-        return self.record.state == state.AWAITING_HEALTH or (
-            self._job is not None and self.record.state == state.INSTALLING)
+        return decisions.busy(self.record, self._work is not None)
 
     async def _decide_or_log(self, message: Message) -> None:
         """A manifest whose decision cannot be recorded (a full or failing disk) is not
@@ -284,48 +218,53 @@ class Updater:
             log.error("firmware.state_not_written", error=str(exc))
 
     async def _decide(self, message: Message) -> None:
-        decision = manifest.decide(message.payload, self._keyring, self._device(),
+        decision = manifest.decide(message.payload, self._keyring,
+                                   decisions.device(self.record, self.settings, self.running),
                                    self._clock(), MANIFEST_MAX_BYTES)
         if decision is None:
             return
         if isinstance(decision, manifest.Refuse):
             self._refused(decision.reason, decision.version)
             return
-        if self._busy():
-            self._pending = message
-            return
-        if isinstance(decision, manifest.Halt):
-            if self._job_release is not None and self._job_release.version == decision.version:
-                await self._stop_job()
-                await self._offload(lambda: _keep_only(self._downloads(), None))
-                await self._enter(state.IDLE, version=decision.version, reason="halted",
-                                  release=None)
-                log.info("firmware.halted", version=decision.version)
-        elif isinstance(decision, manifest.NotEligible):
-            await self._stop_job()
-            if (self.record.state, self.record.version) != (state.NOT_ELIGIBLE,
-                                                            decision.version):
-                await self._enter(state.NOT_ELIGIBLE, version=decision.version, release=None)
-        else:
-            release = decision.release
-            if self._job_release == release:
-                return
-            await self._stop_job()
-            if not self.running.launched:
-                self._refused(f"cannot activate: {LAUNCHER_NEEDED}", release.version)
-                return
-            self._start_job(release)
+        if decision.seen != decisions.seen(self.record, self.settings.channel):
+            # Kept in memory when the disk is full: the manifest is answered all the same.
+            channel, mark = self.settings.channel, decision.seen
+            await self._recorder.keep(lambda record: record.saw(channel, mark), quiet=True)
+        retry = self._retry
+        work = decisions.Work(self._work_release) if retry is None else decisions.Work(
+            self._work_release, retry.release, retry.seen)
+        match decisions.on_manifest(decision, self.record, work, self._work is not None,
+                                    self.running):
+            case decisions.Wait():
+                self._pending = message
+            case decisions.Halt(version):
+                await self._stop_work()
+                await self._job.clear()
+                await self._recorder.enter(state.IDLE, version=version, reason="halted",
+                                           release=None)
+                log.info("firmware.halted", version=version)
+            case decisions.NotEligible(version, enter):
+                await self._stop_work()
+                if enter:
+                    await self._recorder.enter(state.NOT_ELIGIBLE, version=version,
+                                               release=None)
+            case decisions.Refuse(reason, version):
+                await self._stop_work()
+                self._refused(reason, version)
+            case decisions.Start(release):
+                await self._stop_work()
+                self._start_work(release)
 
     def _refused(self, reason: str, version: str | None) -> None:
         """Reported, not recorded: a refused manifest changes nothing."""
         now = self._clock()
-        self._publish(Record(state.FAILED, version=version, reason=reason, ts=now))
+        self._recorder.publish(Record(state.FAILED, version=version, reason=reason, ts=now))
         last = self._logged_at.get(reason)
         if last is None or now - last >= LOG_INTERVAL_S:
             self._logged_at[reason] = now
             log.warning("firmware.refused", version=version, reason=reason)
 
-    async def _replay(self) -> None:
+    async def _decide_pending(self) -> None:
         """A manifest that waited for the install or trial to end."""
         async with self._handling:
             message, self._pending = self._pending, None
@@ -338,233 +277,77 @@ class Updater:
         assert self._group is not None, "run() owns the updater's tasks"
         return self._group.create_task(coro, name=name)
 
-    def _start_job(self, release: Release) -> None:
-        self._job_release = release
-        self._job = self._spawn(self._work(release), "firmware-update")
+    def _start_work(self, release: Release) -> None:
+        self._work_release = release
+        self._work = self._spawn(self._attempt(release), "firmware-update")
 
-    async def _stop_job(self) -> None:
-        job = self._job
-        if job is not None:
-            job.cancel()
-            await asyncio.wait([job])
+    async def _stop_work(self) -> None:
+        """Ends the work under way, and the wait for a retry."""
+        retry, self._retry = self._retry, None
+        for task in (self._work, retry.timer if retry is not None else None):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
 
-    def _downloads(self) -> Path:
-        return self._dir / "firmware" / "download"
-
-    def _archive(self, release: Release) -> Path:
-        return self._downloads() / f"{release.sha256}.tar.gz"
-
-    async def _work(self, release: Release) -> None:
-        archive = self._archive(release)
-        slot = slots.other(self.running.slot)
-        installing = False
+    async def _attempt(self, release: Release) -> None:
         try:
-            await self._offload(lambda: _keep_only(archive.parent, archive))
-            await self._make_room(release, archive, slot)
-            if self.record.state != state.INSTALLING or not await self._intact(archive,
-                                                                                release):
-                await self._fetch(release, archive)
-            await self._enter(state.INSTALLING, version=release.version, release=release)
-            installing = True
-            try:
-                await self._installer.install(release, archive, slot)
-            except InstallError as exc:
-                raise _Failed(exc.reason, refuse=True) from None
-            finally:
-                await self._offload(lambda: archive.unlink(missing_ok=True))
-            await self._activate(release, slot)
-        except (_Failed, space.NoSpace, OSError) as exc:
-            if isinstance(exc, _Failed):
-                reason, refuse = exc.reason, exc.refuse
-            elif isinstance(exc, space.NoSpace) or space.is_full(exc):
-                # Worth another try once there is room; what the update made goes now.
-                reason, refuse = _no_space(exc, self._dir).reason, False
-                await self._offload(lambda: archive.unlink(missing_ok=True))
-            else:  # the state directory read-only or failing: worth another try
-                reason, refuse = f"{type(exc).__name__}: {exc}", False
-            if installing:
-                await self._installer.discard(slot)
-            await self._fail(release, reason, refuse)
-        finally:
-            self._job, self._job_release = None, None
-        if self._pending is not None:
-            self._spawn(self._replay(), "firmware-replay")
-
-    async def _fail(self, release: Release, reason: str, refuse: bool) -> None:
-        refused = release.version if refuse else self.record.refused
-        try:
-            await self._enter(state.FAILED, version=release.version, reason=reason,
-                              release=None, refused=refused)
-        except OSError as exc:
-            # Said all the same: the record on disk resumes the release at the next start,
-            # which fails the same way or goes on.
-            self.record = self.record.to(state.FAILED, ts=self._clock(),
-                                         version=release.version, reason=reason,
-                                         release=None, refused=refused)
-            self._publish(self.record)
-            log.error("firmware.state_not_written", state=state.FAILED, error=str(exc))
-        log.error("firmware.failed", version=release.version, reason=reason)
-
-    async def _make_room(self, release: Release, archive: Path, slot: str) -> None:
-        """``space.NoSpace`` unless the rest of the download, what the bundle unpacks to
-        and the reserve are free; what the slot to install into holds is freed first."""
-        def check() -> None:
-            have = archive.stat().st_size if archive.exists() else 0
-            need = (max(release.size - have, 0) + space.UNPACKED_FACTOR * release.size
-                    + self.settings.reserve_bytes)
-            space.require(self._dir, need,
-                          reclaimable=space.tree_bytes(slots.slot_dir(self._dir, slot)))
-
-        await self._offload(check)
-
-    async def _fetch(self, release: Release, archive: Path) -> None:
-        """``verifying`` passed with the bundle in ``archive``, or ``_Failed``."""
-        download = Download(release.url, archive, release.size, limits=self.settings.limits)
-        if download.received < release.size:
-            await self._enter(state.DOWNLOADING, version=release.version, release=release,
-                              progress=_fraction(download.received, release.size))
-            if download.received:
-                log.info("firmware.resuming", version=release.version, have=download.received)
-            await self._download(download, release)
-        await self._enter(state.VERIFYING, version=release.version, release=release)
-        if not await self._intact(archive, release):
-            await self._offload(lambda: archive.unlink(missing_ok=True))
-            raise _Failed("sha256 mismatch", refuse=True)
-
-    async def _download(self, download: Download, release: Release) -> None:
-        future = asyncio.get_running_loop().run_in_executor(self._io, download.run)
-        try:
-            while True:
-                done, _ = await asyncio.wait([future], timeout=self.settings.progress_interval_s)
-                if done:
-                    break
-                self._publish(replace(self.record, ts=self._clock(),
-                                      progress=_fraction(download.received, release.size)))
-            future.result()
-        except DownloadError as exc:
-            if exc.permanent:
-                await self._offload(lambda: download.path.unlink(missing_ok=True))
-            raise _Failed(exc.reason, refuse=exc.permanent) from None
-        finally:
-            if not future.done():  # cancelled: the thread stops at once
-                download.stop()
-                await _settle(future)
-                future.exception()  # retrieved: the download's outcome no longer matters
-        log.info("firmware.downloaded", version=release.version, requests=download.requests,
-                 ranged=download.ranged)
-
-    async def _intact(self, archive: Path, release: Release) -> bool:
-        loop = asyncio.get_running_loop()
-
-        def check() -> bool:
-            try:
-                size = archive.stat().st_size
-            except FileNotFoundError:
-                return False
-            return size == release.size and sha256_of(archive) == release.sha256
-
-        return await loop.run_in_executor(self._io, check)
-
-    async def _activate(self, release: Release, slot: str) -> None:
-        """The new slot becomes active on trial; the launcher starts it after the restart."""
-        trial = Trial(slot, self.running.slot, 0, self.settings.max_trial_boots,
-                      tuple(sorted(self._host.unwell())))
-        await self._enter(state.AWAITING_HEALTH, version=release.version, release=None,
-                          active=slot, trial=trial)
-        await self._point(slot)
-        log.info("firmware.activated", version=release.version, slot=slot,
-                 previous=self.running.slot)
-        self._restart()
-
-    async def _on_trial(self, trial: Trial) -> None:
-        """This process is the release on trial: healthy in time, or back."""
-        timeout = self.settings.health_timeout_s
-        problem = await health.gate(lambda: self._host.health(frozenset(trial.excused)),
-                                    timeout)
-        if problem is not None:
-            await self._roll_back(f"not healthy within {timeout:g} s: {problem}", restart=True)
-            return
-        await self._enter(state.COMMITTED, trial=None, release=None)
-        log.info("firmware.committed", version=self.record.version, slot=trial.slot)
-        if self._pending is not None:
-            self._spawn(self._replay(), "firmware-replay")
-
-    async def _roll_back(self, reason: str, restart: bool) -> None:
-        record = self.record.rolled_back(reason)
-        await self._set(record)
-        await self._point(record.active)
-        log.error("firmware.rolled_back", version=record.version, reason=reason,
-                  slot=record.active)
-        if restart:
+            await self._job.attempt(release)
+        except Failure as failure:
+            await self._failed(release, failure)
+        else:
             self._restart()
+        finally:
+            self._work, self._work_release = None, None
+        if self._pending is not None:
+            self._spawn(self._decide_pending(), "firmware-pending")
 
-    async def _point(self, slot: str | None) -> None:
-        """``current`` to the slot the record made active. Not switching it is no reason to
-        stop: the launcher makes the link follow the record at the next start."""
-        try:
-            await self._offload(lambda: slots.point(self._dir, slot))
-        except OSError as exc:
-            log.warning("firmware.link_not_switched", slot=slot, error=str(exc))
+    async def _failed(self, release: Release, failure: Failure) -> None:
+        """Reported ``failed``; refused for good, or tried again after the backoff."""
+        version, reason = release.version, failure.reason
+        if failure.permanent:
+            await self._say_failed(version, reason, refuse=True)
+            log.error("firmware.failed", version=version, reason=reason, permanent=True)
+            return
+        retry = self._retry
+        failures = retry.failures + 1 if retry is not None and retry.release == release else 1
+        self._retry = retry = _Retry(release, decisions.seen(self.record, self.settings.channel),
+                                     failures)
+        await self._say_failed(version, reason, refuse=False)
+        delay = self._backoff.delay(failures)
+        log.error("firmware.failed", version=version, reason=reason, permanent=False,
+                  retry_in_s=delay)
+        retry.timer = self._spawn(self._retry_later(retry, delay), "firmware-retry")
+
+    async def _say_failed(self, version: str, reason: str, refuse: bool) -> None:
+        """``failed`` recorded (``refuse``: the version for good) and reported; reported all
+        the same when the record cannot be written (the record on disk resumes the release
+        at the next start, which fails the same way or goes on)."""
+        await self._recorder.keep(lambda record: record.to(
+            state.FAILED, ts=self._clock(), version=version, reason=reason, release=None,
+            refused=version if refuse else record.refused))
+
+    async def _retry_later(self, retry: _Retry, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with self._handling:
+            if self._retry is retry and not self._restarting:
+                retry.timer = None  # running now: nothing to cancel but the job
+                self._start_work(retry.release)
+
+    # -- the trial -----------------------------------------------------------------------
+
+    async def _on_trial(self, on_trial: Trial) -> None:
+        """This process is the release on trial: committed, or back and restarted."""
+        if not await trial.judge(on_trial, self._recorder, self._host.health,
+                                 self.settings.health_timeout_s):
+            self._restart()
+            return
+        if self._pending is not None:
+            self._spawn(self._decide_pending(), "firmware-pending")
 
     def _restart(self) -> None:
         self._restarting = True
         self._pending = None
         self._host.restart()
 
-    # -- the record ----------------------------------------------------------------------
-
-    async def _enter(self, to: str, **changes: Any) -> None:
-        await self._set(self.record.to(to, ts=self._clock(), **changes))
-
-    async def _set(self, record: Record) -> None:
-        """Written first, then reported: what was reported is always on disk. A write is
-        waited for even when the task is cancelled meanwhile, so writes land in order."""
-        async with self._writing:
-            previous, self.record = self.record, record
-            write = asyncio.ensure_future(self._offload(lambda: state.save(self._dir, record)))
-            try:
-                await _settle(write)
-            finally:
-                if write.exception() is not None:
-                    self.record = previous  # not on disk: not the record
-            write.result()
-        self._publish(record)
-        log.info("firmware.state", state=record.state, version=record.version,
-                 reason=record.reason)
-        if record.state == self._hold:
-            log.warning("firmware.held", state=record.state)
-            await asyncio.Event().wait()
-
     def _publish(self, record: Record) -> None:
         self._host.report(self.settings.state_topic, record.report())
-
-
-def _no_space(exc: Exception, state_dir: Path) -> space.NoSpace:
-    if isinstance(exc, space.NoSpace):
-        return exc
-    return space.filled(state_dir, "updating")
-
-
-def _fraction(have: int, size: int) -> float:
-    return round(have / size, 3)
-
-
-def _keep_only(folder: Path, archive: Path | None) -> None:
-    """The download directory holds this release's bundle (partial or whole), or nothing."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in folder.iterdir():
-        if path != archive:
-            path.unlink()
-
-
-async def _settle(future: asyncio.Future[None]) -> None:
-    """Waits for work in a thread to end, even when cancelled meanwhile; the cancellation is
-    passed on once it has."""
-    cancelled = False
-    while not future.done():
-        try:
-            await asyncio.wait([future])
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError

@@ -209,7 +209,8 @@ def _session_members(sid: int) -> list[int]:
 class Unit:
     """Plays edge-gateway.service: ``edge-gateway launch -c FILE``, started again after it
     exits 75 or crashes (Restart=on-failure, RestartForceExitStatus=75), not after 0 or 2
-    (RestartPreventExitStatus=2); whatever the process leaves behind is killed with it
+    (RestartPreventExitStatus=2; a firmware restart normally stays in the process:
+    ``launcher.relaunch``); whatever the process leaves behind is killed with it
     (KillMode=control-group: here, its session)."""
 
     RESTART_S = 0.3

@@ -20,7 +20,7 @@ from releases import manifest as signed_manifest
 from signing import public_hex
 from tls_helpers import make_pki
 
-from gateway.firmware import launcher, manifest, slots, state
+from gateway.firmware import launcher, manifest, slots, space, state
 from gateway.firmware.bundle import BundleError, unpack
 from gateway.firmware.download import Download, DownloadError, Stopped
 from gateway.firmware.install import Installer, InstallError
@@ -204,8 +204,12 @@ def test_an_installer_gets_its_placeholders_and_says_why_it_failed(tmp_path: Pat
     release = Release("2.0", "https://example.net/b.tar.gz", "0" * 64, 1)
     venv = slots.venv_of(tmp_path, "b")
 
-    def installer(script: str) -> Installer:
-        return Installer(tmp_path, config, 120, ["/bin/sh", "-c", script])
+    def installer(script: str, cli: str = "") -> Installer:
+        """``script`` after a package ``gateway`` whose ``cli`` module is ``cli``."""
+        package = ('P=$({venv}/bin/python -c "import sysconfig; '
+                   'print(sysconfig.get_path(\'purelib\'))")/gateway && mkdir -p $P && '
+                   f'touch $P/__init__.py && echo \'{cli}\' >$P/cli.py && ')
+        return Installer(tmp_path, config, 120, ["/bin/sh", "-c", package + script])
 
     # A release whose `edge-gateway` records how it was called.
     good = ('cp {bundle}/*.whl {venv}/ && echo {version} >{venv}/version && '
@@ -221,7 +225,8 @@ def test_an_installer_gets_its_placeholders_and_says_why_it_failed(tmp_path: Pat
     failing = 'echo "Looking in links: {bundle}"; echo "ERROR: no edge-gateway=={version}"; exit 3'
     with pytest.raises(InstallError) as failed:
         asyncio.run(installer(failing).install(release, archive, "b"))
-    assert failed.value.reason == "the installer exited 3: ERROR: no edge-gateway==2.0"
+    assert (failed.value.reason, failed.value.permanent) == (
+        "the installer exited 3: ERROR: no edge-gateway==2.0", True)
 
     refusing = ('printf "#!/bin/sh\\necho gw.yaml:3: firmware.x: unknown key >&2; exit 2\\n" '
                 '>{venv}/bin/edge-gateway && chmod +x {venv}/bin/edge-gateway')
@@ -229,6 +234,26 @@ def test_an_installer_gets_its_placeholders_and_says_why_it_failed(tmp_path: Pat
         asyncio.run(installer(refusing).install(release, archive, "b"))
     assert failed.value.reason == ("2.0 refuses this device: check-config exited 2: "
                                    "gw.yaml:3: firmware.x: unknown key")
+    assert failed.value.permanent
+
+    # A release whose package raises at import: check-config could not even start.
+    with pytest.raises(InstallError) as failed:
+        asyncio.run(installer(good, cli='raise RuntimeError("boom")').install(
+            release, archive, "b"))
+    assert (failed.value.reason, failed.value.permanent) == (
+        "release does not import: RuntimeError: boom", True)
+
+    # What the device decides is tried again: an installer killed, the disk full.
+    with pytest.raises(InstallError) as failed:
+        asyncio.run(installer("kill -9 $$").install(release, archive, "b"))
+    assert (failed.value.reason, failed.value.permanent) == (
+        "the installer was killed by SIGKILL", False)
+    with pytest.raises(space.NoSpace) as full:
+        asyncio.run(installer('echo "OSError: [Errno 28] No space left on device"; exit 1')
+                    .install(release, archive, "b"))
+    assert full.value.reason.startswith(
+        "not enough space: the disk filled while running the installer, have "), full.value
+    assert not full.value.permanent
 
 
 # -- the launcher ----------------------------------------------------------------------
@@ -296,6 +321,29 @@ def test_an_unreadable_record_or_none_runs_the_base_install(tmp_path: Path) -> N
     assert said[-1] == "slot b has no edge-gateway: running the base install"
 
 
+def test_a_firmware_restart_execs_the_launcher_as_it_was_started() -> None:
+    """``relaunch`` replaces the process (same PID) with the command ``child_env`` recorded;
+    without one it returns, and the daemon exits 75 for the unit."""
+    import subprocess
+    import sys
+
+    env = launcher.child_env({"PATH": "/usr/bin:/bin"}, "a")
+    assert env[slots.SLOT_ENV] == "a"
+    assert json.loads(env[launcher.LAUNCH_ENV])[0] == sys.executable
+    script = ("import os, sys; from gateway.firmware import launcher; print(os.getpid(), "
+              "flush=True); launcher.relaunch(os.environ, print); sys.exit(75)")
+    again = [sys.executable, "-c", "import os; print(os.getpid(), 'again')"]
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**os.environ, launcher.LAUNCH_ENV: json.dumps(again)},
+                         timeout=60, check=False)
+    before, after = out.stdout.splitlines()
+    assert (out.returncode, after) == (0, f"{before} again")
+    alone = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items()
+                                if k != launcher.LAUNCH_ENV}, timeout=60, check=False)
+    assert alone.returncode == 75
+
+
 def test_the_state_directory_comes_from_systemd_first() -> None:
     assert launcher.state_directory({"STATE_DIRECTORY": "/var/lib/x:/var/lib/y"}) == Path(
         "/var/lib/x")
@@ -306,13 +354,17 @@ def test_the_state_directory_comes_from_systemd_first() -> None:
 
 
 def test_the_record_reads_what_a_newer_release_adds_and_refuses_garbage() -> None:
-    record = trial(2, previous="a")
+    record = trial(2, previous="a").saw("stable", state.Seen(1.5e9, "2.0", halted=True))
     raw = json.loads(record.encode())
     assert state.decode(json.dumps({**raw, "added_later": [1, 2]}).encode()) == record
+    # A record of a release from before the seen manifests were kept.
+    older = {k: v for k, v in raw.items() if k != "seen"}
+    assert state.decode(json.dumps(older).encode()).seen == {}
     assert json.loads(record.report()) == {"version": "2.0", "state": "awaiting_health",
                                            "reason": None, "progress": None, "ts": 0.0}
     for bad in ({**raw, "state": "exploded"}, {**raw, "active": "c"},
-                {**raw, "trial": {"slot": None, "boots": 1, "max_boots": 3}}, [raw]):
+                {**raw, "trial": {"slot": None, "boots": 1, "max_boots": 3}},
+                {**raw, "seen": [1]}, {**raw, "seen": {"stable": {"version": "2.0"}}}, [raw]):
         with pytest.raises(ValueError, match=r"^unreadable firmware state: "):
             state.decode(json.dumps(bad).encode())
 
@@ -332,13 +384,15 @@ def test_the_manifest_rules_in_their_order() -> None:
 
     # The running release and a refused one are not even expiry-checked: a retained
     # manifest comes back at every reconnect, long after it expired.
-    assert decide("1.0", ttl_s=1, age_s=10) is None
-    assert decide("1.2", ttl_s=1, age_s=10) is None
-    assert decide("1.1") is None
+    assert isinstance(decide("1.0", ttl_s=1, age_s=10), manifest.Known)
+    assert isinstance(decide("1.2", ttl_s=1, age_s=10), manifest.Known)
+    assert isinstance(decide("1.1"), manifest.Known)
     assert decide("1.3", ttl_s=1, age_s=10) == manifest.Refuse("expired", "1.3")
     assert decide("0.9") == manifest.Refuse("not newer than the running 1.0", "0.9")
-    assert decide("1.3", halt=True, percent=0) == manifest.Halt("1.3")
-    assert decide("1.3", percent=0) == manifest.NotEligible("1.3")
+    halt = decide("1.3", halt=True, percent=0)
+    assert isinstance(halt, manifest.Halt) and halt.version == "1.3" and halt.seen.halted
+    not_eligible = decide("1.3", percent=0)
+    assert isinstance(not_eligible, manifest.NotEligible) and not_eligible.version == "1.3"
     act = decide("v1.3.0", percent=100)
     assert isinstance(act, manifest.Act) and act.release.version == "1.3.0"
     assert manifest.decide(None, keyring, device, 0, 8192) == manifest.Refuse("too large")
