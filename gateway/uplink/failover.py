@@ -9,11 +9,13 @@ uplink stays on a working broker wherever it stands in the list, and moves only 
 connection is lost; new settings start from the broker in use if they still list it.
 
 A connection that held for ``SETTLE_S`` after its CONNACK resets the count of failed cycles.
-Not the CONNACK itself: a broker that accepts and then drops us (a RabbitMQ node without the
-quorum that tracks client ids, a twin device taking over our client id, a proxy cutting the
-link) would then be cycled through at the speed of the network, every broker in turn, with
-no backoff ever. With the settle time such a broker costs one connection per ``SETTLE_S`` at
-most; a connection lost before it counts as a failed attempt of its cycle.
+Not the CONNACK itself: a broker that accepts and then drops us (a twin device taking over
+our client id, a proxy cutting the link, a broker refusing what we publish) would then be
+cycled through at the speed of the network, every broker in turn, with no backoff ever. With
+the settle time such a broker costs one connection per ``SETTLE_S`` at most; a connection
+lost before it counts as a failed attempt of its cycle. Five seconds is long enough for
+such a broker to show itself and short enough that a cluster's nodes, restarted one after
+another, each count as a connection that held.
 """
 
 from __future__ import annotations
