@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
@@ -27,21 +28,30 @@ from pathlib import Path
 from helpers import free_port, wait_for_port
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+CTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
 START_TIMEOUT_S = 90.0  # about 15 s here; a CI machine may be slower
 STOP_TIMEOUT_S = 60.0
+CTL_TIMEOUT_S = 60.0
 
 
 class RabbitMQ:
-    def __init__(self) -> None:
+    """One node; a ``RabbitCluster``'s nodes share an epmd port and an Erlang cookie."""
+
+    def __init__(self, epmd_port: int | None = None, cookie: str | None = None) -> None:
         if not SERVER.exists():
             raise RuntimeError(f"{SERVER} is missing: install rabbitmq-server (bash .ci/setup)")
         self.port = free_port()  # MQTT
         self.amqp_port = free_port()
         self.dist_port = free_port()
-        self.epmd_port = free_port()
+        self.own_epmd = epmd_port is None
+        self.epmd_port = epmd_port or free_port()
         self.user = "rabbitmq" if os.geteuid() == 0 else None
         self.base = Path(tempfile.mkdtemp(prefix=f"rabbitmq-test-{self.port}-", dir="/var/tmp"))
         self.log_path = self.base / "rabbitmq.log"
+        self.node = f"rabbit-test-{self.port}@localhost"
+        if cookie is not None:
+            (self.base / ".erlang.cookie").write_text(cookie)
+            (self.base / ".erlang.cookie").chmod(0o400)
         (self.base / "rabbitmq.conf").write_text(
             f"listeners.tcp.1 = 127.0.0.1:{self.amqp_port}\n"
             f"mqtt.listeners.tcp.1 = 127.0.0.1:{self.port}\n"
@@ -56,7 +66,7 @@ class RabbitMQ:
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.base),  # the Erlang cookie goes here
-            "RABBITMQ_NODENAME": f"rabbit-test-{self.port}@localhost",
+            "RABBITMQ_NODENAME": self.node,
             "RABBITMQ_MNESIA_BASE": str(self.base / "mnesia"),
             "RABBITMQ_LOG_BASE": str(self.base / "log"),
             "RABBITMQ_LOGS": "-",  # to standard output, that is to log_path
@@ -74,6 +84,10 @@ class RabbitMQ:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        self.launch()
+        self.wait_up()
+
+    def launch(self) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [SERVER],
@@ -87,6 +101,10 @@ class RabbitMQ:
                 group=self.user,
                 extra_groups=[] if self.user else None,
             )
+
+    def wait_up(self) -> None:
+        """Until its MQTT listener takes connections: the plugin is the last thing started."""
+        assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -96,6 +114,24 @@ class RabbitMQ:
                 return
         self.stop()
         raise TimeoutError(f"RabbitMQ was not up in {START_TIMEOUT_S:g} s:\n{self.tail()}")
+
+    def ctl(self, *args: str) -> str:
+        """``rabbitmqctl`` against this node, as the broker's user with its cookie."""
+        done = subprocess.run(
+            [CTL, "-n", self.node, *args], cwd=self.base, env=self.env, capture_output=True,
+            text=True, timeout=CTL_TIMEOUT_S, check=False, user=self.user, group=self.user,
+            extra_groups=[] if self.user else None,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stdout}{done.stderr}")
+        return done.stdout
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a power cut: its sockets close with nothing said."""
+        proc, self.proc = self.proc, None
+        assert proc is not None
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
     def stop(self) -> None:
         """SIGTERM and wait: the broker writes its queues and retained messages."""
@@ -116,10 +152,8 @@ class RabbitMQ:
         try:
             self.stop()
         finally:
-            subprocess.run(
-                ["epmd", "-kill"], env={**os.environ, "ERL_EPMD_PORT": str(self.epmd_port)},
-                capture_output=True, check=False, timeout=10,
-            )  # fmt: skip
+            if self.own_epmd:
+                kill_epmd(self.epmd_port)
             shutil.rmtree(self.base, ignore_errors=True)
 
     def tail(self, lines: int = 40) -> str:
@@ -127,3 +161,43 @@ class RabbitMQ:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def kill_epmd(port: int) -> None:
+    subprocess.run(
+        ["epmd", "-kill"], env={**os.environ, "ERL_EPMD_PORT": str(port)},
+        capture_output=True, check=False, timeout=10,
+    )  # fmt: skip
+
+
+class RabbitCluster:
+    """Three nodes joined into one cluster (``rabbitmqctl join_cluster``), each with its own
+    MQTT port. Three, because before 3.12 the MQTT plugin tracks client ids in a Raft
+    cluster of its own (Ra) that needs a majority: with two nodes, losing one leaves the
+    other unable to accept an MQTT connection. A node killed and started again rejoins by
+    itself: its data directory says which cluster it belongs to."""
+
+    def __init__(self, size: int = 3) -> None:
+        self.epmd_port = free_port()
+        cookie = secrets.token_hex(16)
+        self.nodes = [RabbitMQ(self.epmd_port, cookie) for _ in range(size)]
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.launch()
+        for node in self.nodes:
+            node.wait_up()
+        first, *others = self.nodes
+        for node in others:
+            node.ctl("stop_app")
+            node.ctl("reset")
+            node.ctl("join_cluster", first.node)
+            node.ctl("start_app")
+            node.wait_up()
+
+    def close(self) -> None:
+        try:
+            for node in self.nodes:
+                node.close()
+        finally:
+            kill_epmd(self.epmd_port)

@@ -1,7 +1,8 @@
 """The MQTT uplink: one supervised gmqtt connection at a time.
 
-The supervisor connects to the configured brokers in turn, with exponential backoff and
-full jitter between attempts, reset after a connection that stayed up. Each connection
+The supervisor connects to the configured brokers in turn, moving on to the next one at
+once when a connection is lost and backing off only after a full cycle through the list has
+failed (``failover`` decides, from the attempts' history). Each connection
 owns a TaskGroup (publisher, liveness watch); when the connection is lost, that group is
 cancelled and awaited, the socket is closed, and every unacknowledged message goes back
 to the queue, before the next attempt. So nothing of one connection survives into the
@@ -11,7 +12,7 @@ What outlives connections has a holder of its own beside this loop: the routes o
 subscribed topics (``routes``), the retained reports (``reports``), the link state shown to
 the owner (``link``), the version each broker took (``protocol``) and the credentials built
 for the settings (``tls``). An attempt itself is ``connect``; a connection's work is
-``publisher`` and ``liveness``. This module decides when to connect, and drains at the end.
+``publisher`` and ``liveness``. This module runs the connections, and drains at the end.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from dataclasses import replace
 
 import structlog
 
-from gateway.config.mqtt import Backoff, BrokerUrl, MqttConfig
+from gateway.config.mqtt import BrokerUrl, MqttConfig
 from gateway.uplink import liveness, publisher, status, tls
 from gateway.uplink.connect import Dial, close, describe, packet_limit
+from gateway.uplink.failover import Rotation
 from gateway.uplink.inbox import Inbox
 from gateway.uplink.link import Link, LinkHolder, LinkState, UplinkStats
 from gateway.uplink.mqtt_client import AckTracker, SupervisedClient
@@ -40,12 +42,6 @@ from gateway.uplink.status import Identity
 __all__ = ["Identity", "Link", "LinkState", "Uplink", "UplinkStats"]
 
 log = structlog.get_logger(__name__)
-
-
-def backoff_delay(backoff: Backoff, attempt: int, draw: Callable[[float, float], float]) -> float:
-    """The wait before retry number ``attempt`` (from 0): full jitter over an exponential
-    ceiling, capped at ``backoff.max_s``."""
-    return draw(0, min(backoff.max_s, backoff.initial_s * 2**attempt))
 
 
 class Uplink:
@@ -88,6 +84,8 @@ class Uplink:
         # Set on CONNACK, cleared when that connection ends or the settings change.
         self.up = asyncio.Event()
         self._link = LinkHolder(str(config.brokers[0]), on_link)
+        # The run loop's place in the broker list; the session notes its CONNACK in it.
+        self._rotation: Rotation
 
     @property
     def link(self) -> Link:
@@ -135,14 +133,11 @@ class Uplink:
 
     async def run(self) -> None:
         """Keep a connection up until cancelled or shut down."""
-        attempt = 0
-        turn = 0
+        brokers = self._config.brokers
+        self._rotation = Rotation(len(brokers))
         while True:
             self._reconfigured.clear()
-            backoff = self._config.backoff
-            brokers = self._config.brokers
-            broker = brokers[turn % len(brokers)]
-            started = time.monotonic()
+            broker = brokers[self._rotation.turn]
             self._link.set(LinkState.CONNECTING, str(broker))
             try:
                 await self._session(broker)
@@ -154,19 +149,20 @@ class Uplink:
             if self._closing:
                 return
             self._link.set(LinkState.UNREACHABLE, str(broker), error)
-            # A connection that stayed up a while was healthy: back off from the start.
-            if time.monotonic() - started > backoff.max_s:
-                attempt = 0
-            delay = backoff_delay(backoff, attempt, random.uniform)
-            attempt += 1
-            turn += 1
             self.reconnects += 1
-            try:
-                async with asyncio.timeout(delay):
-                    await self._reconfigured.wait()
-                attempt = turn = 0  # new settings: try them now, from the first broker
-            except TimeoutError:
-                pass
+            if not self._reconfigured.is_set():
+                self._rotation, delay = self._rotation.ended(
+                    time.monotonic(), self._config.backoff, random.uniform)
+                log.info("uplink.next_broker", broker=str(brokers[self._rotation.turn]),
+                         delay_s=round(delay, 3))  # fmt: skip
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._reconfigured.wait()
+                except TimeoutError:
+                    continue
+            # New settings: try them now.
+            self._rotation = self._rotation.restarted(brokers, self._config.brokers)
+            brokers = self._config.brokers
 
     async def _credentials_for(self, config: MqttConfig) -> tls.Credentials:
         """The settings' credentials, built in a thread the first time they are asked for
@@ -215,6 +211,7 @@ class Uplink:
             log.info("uplink.connected", broker=str(broker), window=flow.window)
             self._publish_online(client)
             self._client, self._broker = client, broker
+            self._rotation = self._rotation.connected(time.monotonic())
             self._link.set(LinkState.CONNECTED, str(broker))
             self.up.set()
             self._routes.subscribe(client)
