@@ -37,7 +37,15 @@ import structlog
 from gateway.config import file as configfile
 from gateway.config.models import Config
 from gateway.remote import effective
-from gateway.remote.decide import Accept, Ignore, Message, Refuse, TrustState, decide
+from gateway.remote.decide import (
+    Accept,
+    Ignore,
+    Message,
+    Refuse,
+    TrustState,
+    decide,
+    reported,
+)
 from gateway.remote.effective import SetAside, Settled
 from gateway.remote.report import Junk, Outcome, state_payload, state_topic
 from gateway.remote.startup import Start
@@ -170,7 +178,7 @@ class Reconfigurer:
             return await self._accept(decision, parts)
 
     def _refused(self, refusal: Refuse, topic: str) -> Outcome | None:
-        if not refusal.verified:
+        if not reported(refusal, self._stored):
             self.junk.count(refusal.reason.value, topic)
             return None
         log.warning("config.rejected", reason=str(refusal), scope=refusal.scope,

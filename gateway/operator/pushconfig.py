@@ -7,8 +7,8 @@ flag (this push's answer is published after we subscribed, so it arrives live), 
 scope, version and the ``kid`` of the key that signed it, never by time alone: a device
 reports there only on envelopes whose signature verified, so every answer names its
 version. A device ignores an update whose version it has already applied, without a word,
-and only counts one signed by a key it does not trust: either ends in a timeout, with a
-hint.
+and only counts one below it or one signed by a key it does not trust: each ends in a
+timeout, with a hint.
 
 For a group, the devices to hear from are those whose retained status says online and names
 the group (``P/+/status``), collected for a moment before the push, and any that come
@@ -118,6 +118,15 @@ def answer(state: bytes, scope: str, version: int, kid: str) -> Answer | None:
     return Answer(body["status"], reason if isinstance(reason, str) else None)
 
 
+def _applied_version(state: bytes, scope: str) -> int | None:
+    """The version a device's retained state says it applied in ``scope``, or None."""
+    body = _json_object(state)
+    if body is None or body.get("scope") != scope or body.get("status") != "applied":
+        return None
+    version = body.get("version")
+    return version if type(version) is int else None
+
+
 def _device_of(topic: str, prefix: str, *kind: str) -> str | None:
     """D in ``P/D/KIND...``, or None for another topic."""
     parts = topic.split("/")
@@ -129,7 +138,7 @@ def _device_of(topic: str, prefix: str, *kind: str) -> str | None:
 async def push_device(broker: BrokerAccess, update: Update, timeout_s: float, out: TextIO) -> int:
     target = update.target
     device = str(target.device)
-    already = False
+    had: int | None = None  # the version the device said it applied, before this push
     async with Session(broker) as mqtt:
         await mqtt.subscribe(f"{target.prefix}/{device}/config/state")
         pushed_at = time.time()
@@ -143,12 +152,13 @@ async def push_device(broker: BrokerAccess, update: Update, timeout_s: float, ou
                     got = answer(message.payload, target.scope, update.version,
                                  update.key.public.kid)
                     if message.retained:
-                        already = already or (got is not None and got.applied)
+                        had = _applied_version(message.payload, target.scope) or had
                     else:
                         result = got
         except TimeoutError:
-            hint = (f"it had applied version {update.version} already, and ignores a version "
-                    "it has; push a higher --version" if already else
+            hint = (f"it had applied version {had} already, and ignores a version it has "
+                    f"and counts one below it; push a --version above {had}"
+                    if had is not None and had >= update.version else
                     f"the update stays retained on {target.set_topic} for when it connects; "
                     "an update signed by a key it does not trust is only counted, in its "
                     "heartbeat's config_rejected")

@@ -11,9 +11,11 @@ expiry, a version older than the stored one, and last the keys a remote layer ma
 Validating the config the layer leads to needs the device's files (trusted key files), so
 it is the reconfigurer's, after ``Accept``.
 
-A refusal carries the ``kid`` of the key that signed it once the signature verified: only
-those are the word of someone trusted, worth the retained ``config/state``; the others are
-junk anyone on the broker can send, and are only counted.
+A refusal carries the ``kid`` of the key that signed it once the signature verified. Only
+the answer to a push to this device goes to the retained ``config/state`` (``reported``):
+junk anyone on the broker can send is only counted, and so is a signed envelope anyone can
+copy from the broker, where they are retained: one for another device or group, a document
+of another kind (a firmware manifest), one older than the version stored in its scope.
 """
 
 from __future__ import annotations
@@ -117,6 +119,16 @@ class Accept:
 
 
 Decision = Ignore | Refuse | Accept
+
+
+def reported(refusal: Refuse, stored: Applied) -> bool:
+    """Whether ``refusal`` answers a push made to this device (retained on ``config/state``)
+    rather than being junk or a replay (only counted): signed by a trusted key, addressed
+    here, of the config kind, and newer than what its scope stores."""
+    if not refusal.verified or refusal.reason in (Reason.NOT_ADDRESSED, Reason.WRONG_KIND):
+        return False
+    return (refusal.version is None or refusal.scope is None
+            or refusal.version > stored.version(refusal.scope))
 
 
 def config_topics(config: Config) -> dict[str, str]:
