@@ -28,6 +28,7 @@ from gateway.daemon.signals import Signals
 from gateway.daemon.status import LinkWatch, Status
 from gateway.daemon.tasks import Tasks
 from gateway.daemon.vitals import Vitals
+from gateway.pipeline.alarms import AlarmBook
 from gateway.pipeline.seq import SeqStore
 from gateway.remote import startup
 from gateway.remote import store as layer_store
@@ -37,7 +38,6 @@ from gateway.sampling.running import RunningSensors
 from gateway.sampling.simbench import SimBench
 from gateway.service.diagnostics import Diagnostics
 from gateway.service.notify import Notifier
-from gateway.pipeline.alarms import AlarmBook
 from gateway.uplink.inbox import Inbox
 from gateway.uplink.queue import MessageQueue
 from gateway.uplink.supervisor import Identity, Uplink

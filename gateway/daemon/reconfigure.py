@@ -26,6 +26,7 @@ from typing import Protocol
 
 import structlog
 
+from gateway import wire
 from gateway.config import file as configfile
 from gateway.config.models import Config
 from gateway.remote import effective
@@ -154,7 +155,8 @@ class Reconfigurer:
             return None
         log.warning("config.rejected", reason=str(refusal), scope=refusal.scope,
                     version=refusal.version, kid=refusal.kid, verified=True)
-        return Outcome(refusal.scope, refusal.version, "rejected", str(refusal), refusal.kid)
+        return Outcome(refusal.scope, refusal.version, wire.ConfigStatus.REJECTED, str(refusal),
+                       refusal.kid)
 
     async def _accept(self, accept: Accept, parts: Parts) -> Outcome:
         layer, kid = accept.layer, accept.kid
@@ -167,7 +169,7 @@ class Reconfigurer:
             reason = f"invalid config: {exc}"
             log.warning("config.rejected", reason=reason, scope=scope, version=version,
                         kid=kid, verified=True)
-            return Outcome(scope, version, "rejected", reason, kid)
+            return Outcome(scope, version, wire.ConfigStatus.REJECTED, reason, kid)
         fixed = fixed_changed(config, self._config)
         if fixed:
             problem: str | None = f"{', '.join(fixed)}: needs a restart"
@@ -182,11 +184,11 @@ class Reconfigurer:
                                                            scope: version})
             await self._store.save(self._applied)
             log.error("config.rolled_back", scope=scope, version=version, reason=problem)
-            return Outcome(scope, version, "rolled_back", problem, kid)
+            return Outcome(scope, version, wire.ConfigStatus.ROLLED_BACK, problem, kid)
         self._applied = replace(self._applied, layers=layers)
         await self._store.save(self._applied)
         log.info("config.applied", scope=scope, version=version, keys=sorted(layer.config))
-        return Outcome(scope, version, "applied", None, kid)
+        return Outcome(scope, version, wire.ConfigStatus.APPLIED, None, kid)
 
     async def _change(self, parts: Parts, config: Config, keyring: Keyring,
                       timeout_s: float | None) -> str | None:

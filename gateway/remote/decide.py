@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from gateway import wire
 from gateway.config.models import Config
 from gateway.remote.layers import (
     DEVICE,
@@ -120,9 +121,9 @@ Decision = Ignore | Refuse | Accept
 def config_topics(config: Config) -> dict[str, str]:
     """The topics this device takes config from, and the scope of each."""
     prefix = config.mqtt.topic_prefix
-    topics = {f"{prefix}/{config.device_id}/config/set": DEVICE}
+    topics = {wire.config_set_topic(prefix, config.device_id): DEVICE}
     for group in config.groups:
-        topics[f"{prefix}/group/{group}/config/set"] = group_scope(group)
+        topics[wire.group_config_set_topic(prefix, group)] = group_scope(group)
     return topics
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import structlog
 
+from gateway import wire
 from gateway.config import file as configfile
 from gateway.config.models import Config
 from gateway.remote import effective
@@ -68,7 +69,8 @@ def settle(path: Path, document: configfile.Document, store: LayerStore) -> Star
         try:
             config, keyring = effective.checked(document, {**kept, scope: layer}, base_dir)
         except effective.Invalid as exc:
-            set_aside.append(Outcome(scope, layer.version, "rejected", f"invalid config: {exc}"))
+            set_aside.append(Outcome(scope, layer.version, wire.ConfigStatus.REJECTED,
+                                     f"invalid config: {exc}"))
             continue
         kept[scope] = layer
     if not set_aside:

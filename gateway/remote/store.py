@@ -12,20 +12,15 @@ validates is taken out the same way (``gateway.remote.startup``), a copy of the 
 from __future__ import annotations
 
 import json
-import shutil
-import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from gateway.remote.layers import Applied, Layer
-from gateway.statefile import read_json, write_atomic
+from gateway.statefile import Offload, read_json, set_aside, write_atomic
 
 log = structlog.get_logger(__name__)
-
-Offload = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]
 
 
 def _decode(data: Any) -> Applied:
@@ -73,17 +68,14 @@ class LayerStore:
         try:
             return read(self._path)
         except ValueError as exc:
-            aside = self._path.with_name(f"{self._path.name}.corrupt-{int(time.time())}")
-            self._path.replace(aside)
+            aside = set_aside(self._path)
             log.error("remote.store_corrupt", file=str(self._path), moved_to=str(aside),
                       error=str(exc))
             return Applied()
 
     def copy_aside(self, label: str) -> Path:
         """A copy of the file as it is, kept for inspection beside it (blocking)."""
-        aside = self._path.with_name(f"{self._path.name}.{label}-{int(time.time())}")
-        shutil.copyfile(self._path, aside)
-        return aside
+        return set_aside(self._path, label, keep=True)
 
     def write(self, applied: Applied) -> None:
         """``save``, blocking: for start-up, before the event loop's work begins."""
