@@ -1,5 +1,6 @@
 """The effective config: the local file, then each group's layer in ``groups`` order, then
-the device's layer, each replacing the top-level keys it carries (SPEC section 5).
+the device's layer, each replacing the top-level keys it carries (docs/PROTOCOL.md
+section 5.2).
 
 Composition is a pure function of the file's settings and the applied layers, so the order
 in which a group and a device update arrived cannot change the result, and ``config show``

@@ -1,11 +1,12 @@
 """Ed25519 keys as the operator writes them and a device trusts them.
 
 Every key is written as 64 hex characters: the raw 32-byte public key (in a ``.pub`` file or
-straight in ``remote_config.trusted_keys``), the 32-byte seed in a private ``.key`` file. Hex
-fits on one YAML line and needs no parser beyond ``bytes.fromhex``; PEM or OpenSSH formats
-would bring a library and choices nobody here needs. A key's ``kid`` (SPEC section 5) is the
-hex of the first 8 bytes of sha256 over the raw public key, so an envelope names its key
-without carrying it. libsodium (PyNaCl) does the curve arithmetic.
+straight in ``remote_config.trusted_keys``), the 32-byte seed in a private ``.key`` file.
+Hex fits on one YAML line and needs no parser beyond ``bytes.fromhex``; PEM or OpenSSH
+formats would bring a library and choices nobody here needs. A key's ``kid``
+(docs/PROTOCOL.md section 4.2) is the hex of the first 8 bytes of sha256 over the raw public
+key, so an envelope names its key without carrying it. libsodium (PyNaCl) does the curve
+arithmetic.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 JINJA = ImmutableSandboxedEnvironment()
 
 AXES = ("x", "y", "z")
-# Written out here, from SPEC and the issue, not taken from the code under test.
+# Written out here, from docs/PROTOCOL.md section 3.7, not taken from the code under test.
 UNITS: dict[str, tuple[str | None, str | None]] = {
     "temperature_c": ("°C", "temperature"),
     "humidity_rh": ("%", "humidity"),
