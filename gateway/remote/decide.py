@@ -63,10 +63,15 @@ class Reason(Enum):
 
 
 class Message(Protocol):
+    """What a decision reads of an arrived message."""
+
     @property
-    def topic(self) -> str: ...
+    def topic(self) -> str:
+        """The topic it arrived on."""
+
     @property
-    def payload(self) -> bytes | None: ...
+    def payload(self) -> bytes | None:
+        """Its bytes; None when it was too large to keep."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class TrustState:
 
     @classmethod
     def of(cls, config: Config, keyring: Keyring, applied: Applied) -> TrustState:
+        """The trust state of a running config, its keyring and its applied layers."""
         return cls(keyring, config.device_id, tuple(config.groups), config_topics(config),
                    applied, config.remote_config.max_envelope_bytes)
 
@@ -94,6 +100,9 @@ class Ignore:
 
 @dataclass(frozen=True)
 class Refuse:
+    """An envelope refused, for ``reason``; the word of someone trusted only when
+    ``verified``."""
+
     reason: Reason
     detail: str | None = None
     scope: str | None = None
@@ -103,6 +112,7 @@ class Refuse:
 
     @property
     def verified(self) -> bool:
+        """Whether a trusted key signed the envelope: only then is it reported."""
         return self.kid is not None
 
     def __str__(self) -> str:
@@ -111,6 +121,8 @@ class Refuse:
 
 @dataclass(frozen=True)
 class Accept:
+    """An envelope to apply: its layer, and the key that signed it."""
+
     layer: Layer
     kid: str
 
@@ -135,6 +147,8 @@ def _addressed(scope: str, payload: ConfigPayload, trust: TrustState) -> bool:
 
 
 def decide(message: Message, trust: TrustState, now: float) -> Decision:
+    """What to do with ``message``, by the acceptance rules in order (docs/PROTOCOL.md
+    section 5.3); ``now`` is the wall clock, for expiry."""
     scope = trust.topics.get(message.topic)
     if scope is None:
         return Refuse(Reason.NOT_ADDRESSED)

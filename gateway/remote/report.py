@@ -27,6 +27,9 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class Outcome:
+    """What the device says of one trusted update on ``config/state`` (docs/PROTOCOL.md
+    section 3.5)."""
+
     scope: str | None
     version: int | None
     status: wire.ConfigStatus
@@ -41,6 +44,7 @@ def state_topic(config: Config) -> str:
 
 
 def state_payload(outcome: Outcome, ts: float) -> bytes:
+    """The config state document of ``outcome``, decided at ``ts``."""
     body = {"scope": outcome.scope, "version": outcome.version, "status": outcome.status,
             "reason": outcome.reason, "kid": outcome.kid, "ts": ts}
     return json.dumps(body, separators=(",", ":")).encode()

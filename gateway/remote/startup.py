@@ -32,6 +32,8 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class Start:
+    """The config a device starts on: its file, the stored layers kept, and those set aside."""
+
     document: configfile.Document
     applied: Applied
     config: Config

@@ -56,15 +56,19 @@ def read(path: Path) -> Applied:
 
 
 def path_in(state_dir: Path) -> Path:
+    """Where the applied layers are kept under ``state_dir``."""
     return state_dir / "remote" / "layers.json"
 
 
 class LayerStore:
+    """The applied layers on disk, written atomically; the one file of remote config's state."""
+
     def __init__(self, path: Path, offload: Offload) -> None:
         self._path = path
         self._offload = offload
 
     def load(self) -> Applied:
+        """The applied layers; a corrupt file is set aside and none are applied."""
         try:
             return read(self._path)
         except ValueError as exc:
@@ -82,5 +86,6 @@ class LayerStore:
         write_atomic(self._path, _encode(applied))
 
     async def save(self, applied: Applied) -> None:
+        """Write ``applied``, off the event loop."""
         payload = _encode(applied)
         await self._offload(lambda: write_atomic(self._path, payload))

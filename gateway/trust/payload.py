@@ -110,6 +110,9 @@ class ConfigPayload(Signed):
 
 
 class Rollout(_Model):
+    """Who may install a release: the share of the channel's devices, and the salt that
+    draws them."""
+
     percent: float = Field(ge=0, le=100, allow_inf_nan=False)
     salt: Annotated[str, Field(min_length=1, max_length=256)] | None = None
 
@@ -158,8 +161,10 @@ def _parse(data: bytes, model: type[Payload], kind: str) -> Payload:
 
 
 def parse_config(data: bytes) -> ConfigPayload:
+    """The config payload in verified bytes; ``Rejected`` with the device's reason."""
     return _parse(data, ConfigPayload, "config")
 
 
 def parse_firmware(data: bytes) -> FirmwarePayload:
+    """The firmware manifest in verified bytes; ``Rejected`` with the device's reason."""
     return _parse(data, FirmwarePayload, "firmware")
