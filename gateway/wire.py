@@ -62,6 +62,13 @@ class AlarmState(StrEnum):
     CLEARED = "cleared"
 
 
+class AnomalyState(StrEnum):
+    """The ``anomaly_state`` of a telemetry reading (section 3.1)."""
+
+    LEARNING = "learning"
+    OK = "ok"
+
+
 def device_topic(prefix: str, device: str, kind: str) -> str:
     """``P/D/KIND``: ``kind`` is one of the names above."""
     return f"{prefix}/{device}/{kind}"

@@ -98,7 +98,8 @@ def kind_of(sensor: Sensor, quantity: str) -> Kind:
     return KINDS[quantity]
 
 
-LABELS = {ZONE: ("vibration zone", ZONES), ANOMALY_STATE: ("anomaly state", ("learning", "ok"))}
+LABELS = {ZONE: ("vibration zone", ZONES),
+          ANOMALY_STATE: ("anomaly state", tuple(wire.AnomalyState))}
 """The quantities that are words: Home Assistant enums with these names and states."""
 
 HEALTH_STATES = tuple(state.value for state in State)
