@@ -4,9 +4,10 @@ subscription) and the live ``P/D/heartbeat`` (within a heartbeat interval).
 
 A device's channel and running release come from its heartbeat (``firmware.channel``,
 ``firmware.version``); the retained online status gives the running version at once, and its
-channel too when it carries one (docs/PROTOCOL.md section 3.3). Devices publish these
-payloads, but anyone who can publish on the broker can send anything: each payload is read
-leniently (unknown members ignored) and one that does not fit is dropped, never fatal.
+channel too when it carries one (a member docs/PROTOCOL.md section 3.3 does not define, read
+if a device sends it). Devices publish these payloads, but anyone who can publish on the
+broker can send anything: each payload is read leniently (unknown members ignored) and one
+that does not fit is dropped, never fatal.
 
 Online means the retained status says so, or the device has spoken live since its last
 offline status: a heartbeat proves it is there whatever an old retained message says.
