@@ -1,14 +1,23 @@
-"""Atomic writes of small state files: temp file, fsync, rename, fsync of the directory.
+"""Small state files: atomic writes, reads, and a file that cannot be read set aside.
 
-A power cut on a Pi leaves either the old file or the new one, never a torn one.
+A write goes to a temp file, fsync, rename, fsync of the directory: a power cut on a Pi
+leaves either the old file or the new one, never a torn one. A file that cannot be read is
+renamed beside itself and kept for a post-mortem, never deleted and never fatal: a device in
+a cabinet must come back up. Their owners write them off the event loop, through an
+``Offload``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
+
+Offload = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]
+"""Runs a blocking call off the event loop: ``asyncio.to_thread`` in the daemon."""
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -34,3 +43,16 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_bytes())
     except FileNotFoundError:
         return None
+
+
+def set_aside(path: Path, label: str = "corrupt", *, companions: Iterable[str] = ()) -> Path:
+    """Move ``path`` beside itself as ``NAME.LABEL-SECONDS`` (Unix time) and return that path;
+    with it each existing ``NAME+SUFFIX`` of ``companions`` (a database's journal files).
+    Blocking; raises ``OSError``."""
+    aside = path.with_name(f"{path.name}.{label}-{int(time.time())}")
+    path.replace(aside)
+    for suffix in companions:
+        part = path.with_name(path.name + suffix)
+        if part.exists():
+            part.replace(aside.with_name(aside.name + suffix))
+    return aside

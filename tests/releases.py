@@ -1,10 +1,10 @@
 """Release bundles and firmware manifests, made in the tests as an operator makes them.
 
-A bundle (SPEC section 5) is a ``.tar.gz`` with wheels at its top level: this repository's
-source copied aside with another version (and, for a broken release, a patch), built with
-``pip wheel --no-deps``, next to the wheels of every dependency, which are built once and
-kept in the pytest cache (keyed by the dependency list and the interpreter). Manifests are
-signed with ``signing.py``'s independent signer.
+A bundle (docs/PROTOCOL.md section 6.2) is a ``.tar.gz`` with wheels at its top level: this
+repository's source copied aside with another version (and, for a broken release, a patch),
+built with ``pip wheel --no-deps``, next to the wheels of every dependency, which are built
+once and kept in the pytest cache (keyed by the dependency list and the interpreter).
+Manifests are signed with ``signing.py``'s independent signer.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""SPEC section 5's envelope, written here from the spec with PyNaCl alone, so the device's
-verifier is tested against an independent signer (and can be fed forgeries of every kind)."""
+"""The envelope of docs/PROTOCOL.md section 4.1, written here from that text with PyNaCl
+alone, so the device's verifier is tested against an independent signer (and can be fed
+forgeries of every kind)."""
 
 from __future__ import annotations
 

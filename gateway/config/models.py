@@ -1,5 +1,5 @@
-"""The device configuration: ``Config``, the pydantic model of the whole file (SPEC
-section 3), and the rules that span its sections.
+"""The device configuration: ``Config``, the pydantic model of the whole file (README,
+Configuration), and the rules that span its sections.
 
 Every model forbids unknown keys, so a typo is an error rather than a silently ignored
 setting. The sections live by subject: shared field types in ``fields``, the uplink's in

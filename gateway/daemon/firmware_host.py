@@ -18,7 +18,7 @@ from gateway.daemon.signals import DEBUG_HOOKS, Signals
 from gateway.daemon.tasks import Tasks
 from gateway.daemon.vitals import Vitals
 from gateway.firmware import slots as firmware_slots
-from gateway.remote.store import Offload
+from gateway.statefile import Offload
 from gateway.trust.keys import Keyring
 from gateway.uplink.inbox import Inbox
 from gateway.uplink.supervisor import Uplink

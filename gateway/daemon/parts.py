@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from gateway import __version__
+from gateway import __version__, wire
 from gateway.config.models import Config, Sensor
 from gateway.daemon.firmware_host import FirmwareHost
 from gateway.daemon.status import Status
@@ -25,10 +25,10 @@ from gateway.pipeline.alarms import AlarmBook
 from gateway.pipeline.core import Pipeline, build_steps
 from gateway.pipeline.seq import SeqStore
 from gateway.remote.decide import config_topics
-from gateway.remote.store import Offload
 from gateway.sampling.running import RunningSensors
 from gateway.service import heartbeat
 from gateway.service import log as logsetup
+from gateway.statefile import Offload
 from gateway.trust.keys import Keyring
 from gateway.uplink.inbox import Inbox
 from gateway.uplink.queue import MessageQueue
@@ -129,11 +129,12 @@ class Parts:
                                                       self._status.send_heartbeat))
 
     def _pipeline_factory(self, config: Config) -> Callable[[Sensor], Pipeline]:
-        prefix = f"{config.mqtt.topic_prefix}/{config.device_id}"
+        prefix = config.mqtt.topic_prefix
 
         def make(sensor: Sensor) -> Pipeline:
+            topic = wire.telemetry_topic(prefix, config.device_id, sensor.name)
             return Pipeline(config.device_id, sensor.name, build_steps(sensor.pipeline),
-                            f"{prefix}/telemetry/{sensor.name}", config.mqtt.qos,
+                            topic, config.mqtt.qos,
                             self._seqs, self._queue, alarms=self._alarms.sensor(sensor.name),
                             state_dir=config.state_dir)
 

@@ -34,6 +34,7 @@ from typing import Protocol
 
 import structlog
 
+from gateway import wire
 from gateway.config import file as configfile
 from gateway.config.models import Config
 from gateway.remote import effective
@@ -86,9 +87,9 @@ def set_aside_changes(was: Sequence[SetAside], now: Settled) -> list[Outcome]:
     """What ``config/state`` should say of the stored layers set aside once the layers that
     run are ``now``: each newly set aside (or for another reason) rejected, each set aside
     before that runs now applied."""
-    outcomes = [Outcome(a.layer.scope, a.layer.version, "rejected", a.reason)
+    outcomes = [Outcome(a.layer.scope, a.layer.version, wire.ConfigStatus.REJECTED, a.reason)
                 for a in now.set_aside if a not in was]
-    outcomes += [Outcome(a.layer.scope, a.layer.version, "applied")
+    outcomes += [Outcome(a.layer.scope, a.layer.version, wire.ConfigStatus.APPLIED)
                  for a in was if now.kept.get(a.layer.scope) == a.layer]
     return outcomes
 
@@ -183,7 +184,8 @@ class Reconfigurer:
             return None
         log.warning("config.rejected", reason=str(refusal), scope=refusal.scope,
                     version=refusal.version, kid=refusal.kid, verified=True)
-        return Outcome(refusal.scope, refusal.version, "rejected", str(refusal), refusal.kid)
+        return Outcome(refusal.scope, refusal.version, wire.ConfigStatus.REJECTED, str(refusal),
+                       refusal.kid)
 
     async def _accept(self, accept: Accept, parts: Parts) -> Outcome:
         layer, kid = accept.layer, accept.kid
@@ -199,7 +201,7 @@ class Reconfigurer:
             reason = f"invalid config: {exc}"
             log.warning("config.rejected", reason=reason, scope=scope, version=version,
                         kid=kid, verified=True)
-            return Outcome(scope, version, "rejected", reason, kid)
+            return Outcome(scope, version, wire.ConfigStatus.REJECTED, reason, kid)
         fixed = fixed_changed(config, previous.config)
         if fixed:
             problem: str | None = f"{', '.join(fixed)}: needs a restart"
@@ -214,11 +216,11 @@ class Reconfigurer:
                                                          scope: version})
             await self._store.save(self._stored)
             log.error("config.rolled_back", scope=scope, version=version, reason=problem)
-            return Outcome(scope, version, "rolled_back", problem, kid)
+            return Outcome(scope, version, wire.ConfigStatus.ROLLED_BACK, problem, kid)
         self._stored = replace(self._stored, layers={**self._stored.layers, scope: layer})
         await self._store.save(self._stored)
         log.info("config.applied", scope=scope, version=version, keys=sorted(layer.config))
-        return Outcome(scope, version, "applied", None, kid)
+        return Outcome(scope, version, wire.ConfigStatus.APPLIED, None, kid)
 
     async def _change(self, parts: Parts, running: Settled,
                       timeout_s: float | None) -> str | None:
@@ -232,7 +234,7 @@ class Reconfigurer:
 
     def _announce(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
-            if outcome.status == "rejected":
+            if outcome.status == wire.ConfigStatus.REJECTED:
                 log.error("config.remote_layer_set_aside", scope=outcome.scope,
                           version=outcome.version, reason=outcome.reason,
                           store=str(self._store.path))

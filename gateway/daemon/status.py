@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, wire
 from gateway.daemon.firmware_host import FirmwareHost
 from gateway.daemon.reconfigure import Reconfigurer
 from gateway.pipeline.alarms import AlarmBook
@@ -78,7 +78,7 @@ class Status:
                                             self._firmware.channel),
         )
         config = remote.config
-        topic = f"{config.mqtt.topic_prefix}/{config.device_id}/heartbeat"
+        topic = wire.heartbeat_topic(config.mqtt.topic_prefix, config.device_id)
         self._uplink.publish_live(topic, json.dumps(body, separators=(",", ":")).encode())
 
     def figures(self) -> dict[str, Any]:

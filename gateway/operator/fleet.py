@@ -4,9 +4,10 @@ subscription) and the live ``P/D/heartbeat`` (within a heartbeat interval).
 
 A device's channel and running release come from its heartbeat (``firmware.channel``,
 ``firmware.version``); the retained online status gives the running version at once, and its
-channel too when it carries one (a member beyond SPEC section 4). Devices publish these
-payloads, but anyone who can publish on the broker can send anything: each payload is read
-leniently (unknown members ignored) and one that does not fit is dropped, never fatal.
+channel too when it carries one (a member docs/PROTOCOL.md section 3.3 does not define, read
+if a device sends it). Devices publish these payloads, but anyone who can publish on the
+broker can send anything: each payload is read leniently (unknown members ignored) and one
+that does not fit is dropped, never fatal.
 
 Online means the retained status says so, or the device has spoken live since its last
 offline status: a heartbeat proves it is there whatever an old retained message says.
@@ -20,9 +21,11 @@ from typing import TypeVar
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from gateway import wire
 from gateway.operator.mqtt import Received
 
-TERMINAL_STATES = frozenset({"committed", "failed", "rolled_back"})
+TERMINAL_STATES = frozenset({wire.FirmwareState.COMMITTED, wire.FirmwareState.FAILED,
+                             wire.FirmwareState.ROLLED_BACK})
 
 
 class _Lenient(BaseModel):
@@ -112,7 +115,7 @@ class Device:
         """None: nothing says either way (no status, nothing live)."""
         if self.live_since_status:
             return True
-        return None if self.status is None else self.status.state == "online"
+        return None if self.status is None else self.status.state == wire.Presence.ONLINE
 
     @property
     def running(self) -> str | None:
@@ -120,7 +123,7 @@ class Device:
         beat = self.heartbeat.firmware if self.heartbeat else None
         if beat is not None and beat.version is not None:
             return beat.version
-        if self.status is not None and self.status.state == "online":
+        if self.status is not None and self.status.state == wire.Presence.ONLINE:
             return self.status.version
         return None
 
@@ -145,41 +148,40 @@ class Fleet:
     devices: dict[str, Device] = field(default_factory=dict)
 
     def topics(self) -> tuple[str, ...]:
-        p = self.prefix
-        return (f"{p}/+/status", f"{p}/+/heartbeat", f"{p}/+/config/state",
-                f"{p}/+/firmware/state")
+        return tuple(wire.device_topic(self.prefix, wire.ANY_DEVICE, kind) for kind in
+                     (wire.STATUS, wire.HEARTBEAT, wire.CONFIG_STATE, wire.FIRMWARE_STATE))
 
     def take(self, message: Received, now: float) -> Device | None:
         """Note what ``message`` says; the device it changed, or None."""
-        parts = message.topic.split("/")
-        if len(parts) < 3 or parts[0] != self.prefix or not parts[1]:
+        found = wire.device_and_kind(message.topic, self.prefix)
+        if found is None:
             return None
-        kind = "/".join(parts[2:])
-        device = self.devices.get(parts[1]) or Device(parts[1])
-        if kind == "status":
+        name, kind = found
+        device = self.devices.get(name) or Device(name)
+        if kind == wire.STATUS:
             status = _read(StatusMessage, message.payload)
             if status is None:
                 return None
             device.status = status
             device.live_since_status = False
-        elif kind == "heartbeat":
+        elif kind == wire.HEARTBEAT:
             beat = _read(HeartbeatMessage, message.payload)
             if beat is None:
                 return None
             device.heartbeat, device.heartbeat_at = beat, now
-        elif kind == "config/state":
+        elif kind == wire.CONFIG_STATE:
             config = _read(ConfigState, message.payload)
             if config is None:
                 return None
             device.config_state = config
-        elif kind == "firmware/state":
+        elif kind == wire.FIRMWARE_STATE:
             firmware = _read(FirmwareState, message.payload)
             if firmware is None:
                 return None
             device.firmware = firmware
         else:
             return None
-        if not message.retained and kind != "status":
+        if not message.retained and kind != wire.STATUS:
             device.live_since_status = True
         self.devices[device.id] = device
         return device

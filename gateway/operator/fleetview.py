@@ -1,4 +1,4 @@
-"""The tables of ``fleet status``: one row per device (SPEC section 2's columns), then one per
+"""The tables of ``fleet status``: one row per device (docs/PROTOCOL.md section 7.3), then one per
 channel and release with how many devices are online and in which firmware state. Only the
 operator's commands import this (and so ``rich``).
 """
@@ -11,8 +11,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-STATE_STYLES = {"committed": "green", "failed": "red", "rolled_back": "yellow",
-                "not_eligible": "dim"}
+from gateway import wire
+
+STATE_STYLES = {wire.FirmwareState.COMMITTED: "green", wire.FirmwareState.FAILED: "red",
+                wire.FirmwareState.ROLLED_BACK: "yellow", wire.FirmwareState.NOT_ELIGIBLE: "dim"}
 
 
 def _online(record: dict[str, Any]) -> Text:
@@ -34,7 +36,7 @@ def _firmware(record: dict[str, Any]) -> Text:
     if state is None:
         return Text("-", style="dim")
     text = state["state"] + (f" {state['version']}" if state["version"] else "")
-    if state["progress"] is not None and state["state"] == "downloading":
+    if state["progress"] is not None and state["state"] == wire.FirmwareState.DOWNLOADING:
         text += f" {state['progress']:.0%}"  # the share of the bundle received
     if state["reason"]:
         text += f": {state['reason']}"
@@ -45,7 +47,7 @@ def _config(record: dict[str, Any]) -> str:
     versions = record["config_version"]
     text = ", ".join(f"{scope} v{n}" for scope, n in sorted(versions.items())) if versions else ""
     state = record["config_state"]
-    if state is not None and state["status"] != "applied":
+    if state is not None and state["status"] != wire.ConfigStatus.APPLIED:
         text += ("; " if text else "") + f"{state['status']} v{state['version']}"
     return text or "-"
 

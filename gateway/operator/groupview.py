@@ -19,10 +19,13 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from gateway import wire
+
 if TYPE_CHECKING:
     from gateway.operator.pushconfig import Answer
 
-STYLES = {"applied": "green", "rejected": "red", "rolled_back": "yellow", "silent": "red"}
+STYLES = {wire.ConfigStatus.APPLIED: "green", wire.ConfigStatus.REJECTED: "red",
+          wire.ConfigStatus.ROLLED_BACK: "yellow", "silent": "red"}
 
 
 class GroupView:

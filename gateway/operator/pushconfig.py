@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol, TextIO
 
+from gateway import wire
 from gateway.config.operator import BrokerAccess
 from gateway.operator.mqtt import Received, Session
 from gateway.remote.layers import DEVICE, group_scope
@@ -36,8 +37,6 @@ EXIT_OK, EXIT_FAILURE = 0, 1
 
 SETTLE_S = 1.0
 """How long retained statuses are collected before a group push."""
-
-STATUSES = ("applied", "rejected", "rolled_back")
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,8 @@ class Target:
     @property
     def set_topic(self) -> str:
         if self.group is None:
-            return f"{self.prefix}/{self.device}/config/set"
-        return f"{self.prefix}/group/{self.group}/config/set"
+            return wire.config_set_topic(self.prefix, str(self.device))
+        return wire.group_config_set_topic(self.prefix, self.group)
 
     @property
     def address(self) -> dict[str, str]:
@@ -90,7 +89,7 @@ class Answer:
 
     @property
     def applied(self) -> bool:
-        return self.status == "applied"
+        return self.status == wire.ConfigStatus.APPLIED
 
     def __str__(self) -> str:
         return self.status if self.reason is None else f"{self.status}: {self.reason}"
@@ -109,7 +108,9 @@ def answer(state: bytes, scope: str, version: int, kid: str) -> Answer | None:
     same scope and version, and the same key when the state names one (a device older
     than ``kid`` in its state does not)."""
     body = _json_object(state)
-    if body is None or body.get("scope") != scope or body.get("status") not in STATUSES:
+    if body is None or body.get("scope") != scope:
+        return None
+    if body.get("status") not in set(wire.ConfigStatus):
         return None
     said = body.get("version")
     if type(said) is not int or said != version or body.get("kid", kid) not in (kid, None):
@@ -121,18 +122,17 @@ def answer(state: bytes, scope: str, version: int, kid: str) -> Answer | None:
 def _applied_version(state: bytes, scope: str) -> int | None:
     """The version a device's retained state says it applied in ``scope``, or None."""
     body = _json_object(state)
-    if body is None or body.get("scope") != scope or body.get("status") != "applied":
+    if (body is None or body.get("scope") != scope
+            or body.get("status") != wire.ConfigStatus.APPLIED):
         return None
     version = body.get("version")
     return version if type(version) is int else None
 
 
-def _device_of(topic: str, prefix: str, *kind: str) -> str | None:
-    """D in ``P/D/KIND...``, or None for another topic."""
-    parts = topic.split("/")
-    if len(parts) == 2 + len(kind) and parts[0] == prefix and tuple(parts[2:]) == kind:
-        return parts[1]
-    return None
+def _device_of(topic: str, prefix: str, kind: str) -> str | None:
+    """D in ``P/D/KIND``, or None for another topic."""
+    found = wire.device_and_kind(topic, prefix)
+    return found[0] if found is not None and found[1] == kind else None
 
 
 async def push_device(broker: BrokerAccess, update: Update, timeout_s: float, out: TextIO) -> int:
@@ -140,7 +140,7 @@ async def push_device(broker: BrokerAccess, update: Update, timeout_s: float, ou
     device = str(target.device)
     had: int | None = None  # the version the device said it applied, before this push
     async with Session(broker) as mqtt:
-        await mqtt.subscribe(f"{target.prefix}/{device}/config/state")
+        await mqtt.subscribe(wire.config_state_topic(target.prefix, device))
         pushed_at = time.time()
         await mqtt.publish_retained(target.set_topic, update.envelope(pushed_at))
         print(update.describe(pushed_at), file=out, flush=True)
@@ -181,16 +181,17 @@ class Members:
     def take(self, message: Received) -> bool:
         """Note what ``message`` says; True if it changed anything."""
         prefix = self._target.prefix
-        device = _device_of(message.topic, prefix, "status")
+        device = _device_of(message.topic, prefix, wire.STATUS)
         if device is not None:
             status = _json_object(message.payload) or {}
             groups = status.get("groups")
             member = isinstance(groups, list) and self._target.group in groups
-            if status.get("state") == "online" and member and device not in self.answers:
+            online = status.get("state") == wire.Presence.ONLINE
+            if online and member and device not in self.answers:
                 self.answers[device] = None
                 return True
             return False
-        device = _device_of(message.topic, prefix, "config", "state")
+        device = _device_of(message.topic, prefix, wire.CONFIG_STATE)
         if device is None or self.pushed_at is None or message.retained:
             return False
         got = answer(message.payload, self._target.scope, self._version, self._kid)
@@ -232,7 +233,8 @@ async def push_group(broker: BrokerAccess, update: Update, timeout_s: float, out
     target = update.target
     members = Members(target, update.version, update.key.public.kid)
     async with Session(broker) as mqtt:
-        await mqtt.subscribe(f"{target.prefix}/+/status", f"{target.prefix}/+/config/state")
+        await mqtt.subscribe(wire.status_topic(target.prefix, wire.ANY_DEVICE),
+                             wire.config_state_topic(target.prefix, wire.ANY_DEVICE))
         await _read_for(mqtt, SETTLE_S, members.take)
         members.pushed_at = time.time()
         await mqtt.publish_retained(target.set_topic, update.envelope(members.pushed_at))
@@ -258,4 +260,5 @@ async def push_group(broker: BrokerAccess, update: Update, timeout_s: float, out
         counts[status] = counts.get(status, 0) + 1
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     print(f"group {target.group}: {summary} of {len(members.answers)}", file=out)
-    return EXIT_OK if counts.get("applied") == len(members.answers) else EXIT_FAILURE
+    applied = counts.get(wire.ConfigStatus.APPLIED)
+    return EXIT_OK if applied == len(members.answers) else EXIT_FAILURE

@@ -1,5 +1,6 @@
 """``edge-gateway release``: a release bundle described, signed and published as the retained
-firmware manifest of its channel (SPEC section 5), which ``rollout`` re-signs step by step.
+firmware manifest of its channel (docs/PROTOCOL.md section 6.1), which ``rollout`` re-signs
+step by step.
 
 The manifest is checked with the devices' own parser before it is signed, so what the
 operator publishes is exactly what a device accepts as well formed, and a bad ``--url`` or
@@ -16,6 +17,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from gateway import wire
 from gateway.config.operator import BrokerAccess
 from gateway.firmware.rollout import default_salt
 from gateway.operator.mqtt import Session
@@ -44,10 +46,6 @@ def digest(path: Path) -> Artifact:
             sha.update(chunk)
             size += len(chunk)
     return Artifact(size, sha.hexdigest())
-
-
-def manifest_topic(prefix: str, channel: str) -> str:
-    return f"{prefix}/firmware/{channel}/manifest"
 
 
 @dataclass(frozen=True)
@@ -102,7 +100,7 @@ class Manifest:
 
 async def publish(broker: BrokerAccess, prefix: str, manifest: Manifest, key: PrivateKey) -> str:
     """Publish retained at QoS 1, acknowledged by the broker; the topic it went to."""
-    topic = manifest_topic(prefix, manifest.channel)
+    topic = wire.manifest_topic(prefix, manifest.channel)
     async with Session(broker) as mqtt:
         await mqtt.publish_retained(topic, manifest.signed(key))
     return topic

@@ -35,11 +35,12 @@ from typing import Protocol
 
 from packaging.version import Version
 
+from gateway import wire
 from gateway.config.operator import BrokerAccess
 from gateway.firmware.rollout import eligible
 from gateway.operator.fleet import TERMINAL_STATES, Device, Fleet, parse_version
 from gateway.operator.mqtt import Received, Session
-from gateway.operator.release import Manifest, manifest_topic
+from gateway.operator.release import Manifest
 from gateway.trust.envelope import verify
 from gateway.trust.keys import Keyring, PrivateKey
 from gateway.trust.payload import parse_firmware
@@ -68,7 +69,7 @@ class Plan:
 
     @property
     def topic(self) -> str:
-        return manifest_topic(self.prefix, self.channel)
+        return wire.manifest_topic(self.prefix, self.channel)
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class Watch:
             return None
         if report.state not in TERMINAL_STATES:
             return None
-        if report.state == "committed":
+        if report.state == wire.FirmwareState.COMMITTED:
             return "committed", ""
         return "failed", report.state + (f": {report.reason}" if report.reason else "")
 

@@ -1,8 +1,8 @@
 """``edge-gateway sign``: a payload file wrapped in the signed envelope, byte for byte.
 
 The payload is signed as it is on disk, without parsing or re-encoding, because the
-signature covers exactly the bytes a device will read (SPEC section 5). This is the low-level
-tool: it does not check what the payload says.
+signature covers exactly the bytes a device will read (docs/PROTOCOL.md section 4.1). This
+is the low-level tool: it does not check what the payload says.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from gateway import wire
 from gateway.config.alarms import Alarm
 
 
@@ -31,8 +32,8 @@ class Phase(Enum):
 class Transition(Enum):
     """What is published, by the ``state`` it publishes."""
 
-    RAISED = "active"
-    CLEARED = "cleared"
+    RAISED = wire.AlarmState.ACTIVE.value
+    CLEARED = wire.AlarmState.CLEARED.value
 
 
 @dataclass(slots=True)

@@ -20,30 +20,22 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 
+from gateway import wire
 from gateway.config.alarms import SEVERITIES, Alarm
 from gateway.config.models import Config
 from gateway.pipeline.alarm import AlarmState, Phase, Rule, Transition, step
 from gateway.pipeline.pool import Pool, Record
-from gateway.statefile import read_json, write_atomic
+from gateway.statefile import Offload, read_json, set_aside, write_atomic
 from gateway.uplink.queue import Message, MessageQueue
 
 log = structlog.get_logger(__name__)
 
 ALARMS_FILE = "alarms.json"
-
-Offload = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]
-
-
-def topic(prefix: str, sensor: str, alarm: str) -> str:
-    """``P/D/alarm/SENSOR/NAME``, from ``prefix`` = ``P/D``."""
-    return f"{prefix}/alarm/{sensor}/{alarm}"
 
 
 @dataclass(slots=True)
@@ -116,7 +108,8 @@ class AlarmBook:
         self._path = state_dir / ALARMS_FILE
         self._queue = queue
         self._offload = offload
-        self._prefix = ""
+        # The topic prefix and the device id of the config synced last.
+        self._where = ("", "")
         self._sensors: dict[str, SensorAlarms] = {}
         # Read at start, consumed by the first ``sync``: (sensor, alarm) -> its state.
         self._restored: dict[tuple[str, str], Raised | None] = {}
@@ -136,8 +129,7 @@ class AlarmBook:
                 for e in entries
             }
         except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
-            aside = self._path.with_name(f"{self._path.name}.corrupt-{int(time.time())}")
-            self._path.replace(aside)
+            aside = set_aside(self._path)
             log.error("alarms.corrupt", file=str(self._path), moved_to=str(aside),
                       error=repr(exc))
             self._restored = {}
@@ -151,7 +143,7 @@ class AlarmBook:
 
     async def sync(self, config: Config) -> None:
         """Bring the alarms to ``config``, before its pipelines start evaluating them."""
-        self._prefix = f"{config.mqtt.topic_prefix}/{config.device_id}"
+        self._where = (config.mqtt.topic_prefix, config.device_id)
         wanted = {sensor.name: sensor.alarms for sensor in config.sensors}
         now = time.time()
         for name in [n for n in self._sensors if n not in wanted]:
@@ -199,14 +191,14 @@ class AlarmBook:
         return AlarmState()
 
     def _remove(self, sensor: str, alarm: str) -> None:
-        self._queue.put(Message(topic(self._prefix, sensor, alarm), b"", 1, sensor,
+        self._queue.put(Message(wire.alarm_topic(*self._where, sensor, alarm), b"", 1, sensor,
                                 retain=True))
         log.info("alarm.removed", sensor=sensor, alarm=alarm)
 
     def publish(self, sensor: str, alarm: Alarm, transition: Transition,
                 value: float | None, since: float, ts: float) -> None:
         """Queue the document of a transition, retained."""
-        self._queue.put(Message(topic(self._prefix, sensor, alarm.name),
+        self._queue.put(Message(wire.alarm_topic(*self._where, sensor, alarm.name),
                                 payload(sensor, alarm, transition, value, since, ts),
                                 1, sensor, retain=True))
         self._unsaved = True

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from gateway import wire
 from gateway.config import stages as cfg
 from gateway.config.quantities import ANOMALY_SCORE
 from gateway.pipeline.pool import Pool, Record
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-LEARNING, OK = "learning", "ok"
 DEFAULT_LEARN_S = 3600.0
 
 
@@ -113,9 +113,9 @@ class Anomaly:
         baseline = model.baseline
         if baseline.learned:
             record.values[ANOMALY_SCORE] = baseline.score(vector)
-            record.anomaly_state = OK
+            record.anomaly_state = wire.AnomalyState.OK
             return record
-        record.anomaly_state = LEARNING
+        record.anomaly_state = wire.AnomalyState.LEARNING
         baseline.add(vector)
         if baseline.learned:
             log.info("anomaly.learned", windows=baseline.count)

@@ -1,4 +1,4 @@
-"""Encoding of the payloads of SPEC section 4."""
+"""Encoding of the telemetry payload (docs/PROTOCOL.md section 3.1)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from gateway.config import stages as cfg
+from gateway.logthrottle import LogThrottle
 from gateway.pipeline import codec, stages
 from gateway.pipeline.alarms import SensorAlarms
 from gateway.pipeline.anomaly_stage import Anomaly
@@ -56,7 +57,6 @@ STAGES: dict[str, Callable[[Any], stages.Step]] = {
 # and one more for a flush that builds a record (``average``).
 IN_FLIGHT = 2
 
-FAILURE_LOG_INTERVAL_S = 60.0
 # Under state_dir: each anomaly stage's learned baseline, by sensor.
 ANOMALY_DIR = "anomaly"
 
@@ -213,6 +213,7 @@ class Pipeline:
         clock: Callable[[], float] = time.time,
         alarms: SensorAlarms | None = None,
         state_dir: Path | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sensor = sensor
         # Where stages keep what must outlive the process (an anomaly baseline).
@@ -232,8 +233,7 @@ class Pipeline:
         # Set when a batch opens, for ``run`` to wait on its deadline.
         self._batch_open = asyncio.Event()
         self._timer_armed = False
-        self._logged_at: dict[str, float] = {}
-        self._unlogged: Counter[str] = Counter()
+        self._failure_log = LogThrottle(clock=monotonic)
         self.messages = 0
 
     @property
@@ -352,15 +352,10 @@ class Pipeline:
         # A stage that fails on every reading of a fast sensor would flood the journal
         # (and wear the SD card): one line per stage per interval, with the count of
         # failures left unlogged since the last line.
-        now = self._clock()
         for stage, exc in self._steps.failures:
-            last = self._logged_at.get(stage)
-            if last is not None and 0.0 <= now - last < FAILURE_LOG_INTERVAL_S:
-                self._unlogged[stage] += 1
+            extra = self._failure_log.admit(stage)
+            if extra is None:
                 continue
-            self._logged_at[stage] = now
-            unlogged = self._unlogged.pop(stage, 0)
-            extra = {"unlogged_since": unlogged} if unlogged else {}
             log.warning("pipeline.stage_failed", sensor=self.sensor, stage=stage,
                         error=repr(exc), **extra)
         self._steps.failures.clear()

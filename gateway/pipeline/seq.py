@@ -16,19 +16,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
 import structlog
 
-from gateway.statefile import read_json, write_atomic
+from gateway.statefile import Offload, read_json, set_aside, write_atomic
 
 log = structlog.get_logger(__name__)
 
 BLOCK = 1000
-
-Offload = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]
 
 
 class SeqStore:
@@ -50,8 +46,7 @@ class SeqStore:
         if not isinstance(data, dict) or not all(
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in data.values()
         ):
-            aside = self._path.with_name(f"{self._path.name}.corrupt-{int(time.time())}")
-            self._path.replace(aside)
+            aside = set_aside(self._path)
             self._floor = int(time.time() * 1000)
             log.error("seq.corrupt", file=str(self._path), moved_to=str(aside), floor=self._floor)
             data = {}

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from gateway import wire
 from gateway.config.models import Config
 from gateway.remote.layers import (
     DEVICE,
@@ -65,10 +66,15 @@ class Reason(Enum):
 
 
 class Message(Protocol):
+    """What a decision reads of an arrived message."""
+
     @property
-    def topic(self) -> str: ...
+    def topic(self) -> str:
+        """The topic it arrived on."""
+
     @property
-    def payload(self) -> bytes | None: ...
+    def payload(self) -> bytes | None:
+        """Its bytes; None when it was too large to keep."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,7 @@ class TrustState:
 
     @classmethod
     def of(cls, config: Config, keyring: Keyring, applied: Applied) -> TrustState:
+        """The trust state of a running config, its keyring and its applied layers."""
         return cls(keyring, config.device_id, tuple(config.groups), config_topics(config),
                    applied, config.remote_config.max_envelope_bytes)
 
@@ -97,6 +104,9 @@ class Ignore:
 
 @dataclass(frozen=True)
 class Refuse:
+    """An envelope refused, for ``reason``; the word of someone trusted only when
+    ``verified``."""
+
     reason: Reason
     detail: str | None = None
     scope: str | None = None
@@ -106,6 +116,7 @@ class Refuse:
 
     @property
     def verified(self) -> bool:
+        """Whether a trusted key signed the envelope: only then is it reported."""
         return self.kid is not None
 
     def __str__(self) -> str:
@@ -114,6 +125,8 @@ class Refuse:
 
 @dataclass(frozen=True)
 class Accept:
+    """An envelope to apply: its layer, and the key that signed it."""
+
     layer: Layer
     kid: str
 
@@ -134,9 +147,9 @@ def reported(refusal: Refuse, stored: Applied) -> bool:
 def config_topics(config: Config) -> dict[str, str]:
     """The topics this device takes config from, and the scope of each."""
     prefix = config.mqtt.topic_prefix
-    topics = {f"{prefix}/{config.device_id}/config/set": DEVICE}
+    topics = {wire.config_set_topic(prefix, config.device_id): DEVICE}
     for group in config.groups:
-        topics[f"{prefix}/group/{group}/config/set"] = group_scope(group)
+        topics[wire.group_config_set_topic(prefix, group)] = group_scope(group)
     return topics
 
 
@@ -148,6 +161,8 @@ def _addressed(scope: str, payload: ConfigPayload, trust: TrustState) -> bool:
 
 
 def decide(message: Message, trust: TrustState, now: float) -> Decision:
+    """What to do with ``message``, by the acceptance rules in order (docs/PROTOCOL.md
+    section 5.3); ``now`` is the wall clock, for expiry."""
     scope = trust.topics.get(message.topic)
     if scope is None:
         return Refuse(Reason.NOT_ADDRESSED)

@@ -27,6 +27,9 @@ REMOTE = "remote config"
 
 @dataclass(frozen=True)
 class Effective:
+    """The effective config, with the settings it was built from and where each top-level
+    key came from."""
+
     config: Config
     # The settings as written in the file and the layers, before defaults.
     data: dict[str, Any]

@@ -1,5 +1,6 @@
 """The effective config: the local file, then each group's layer in ``groups`` order, then
-the device's layer, each replacing the top-level keys it carries (SPEC section 5).
+the device's layer, each replacing the top-level keys it carries (docs/PROTOCOL.md
+section 5.2).
 
 Composition is a pure function of the file's settings and the applied layers, so the order
 in which a group and a device update arrived cannot change the result, and ``config show``
@@ -34,22 +35,27 @@ LOCAL_ONLY = (
 
 @dataclass(frozen=True)
 class Layer:
+    """One scope's applied update: its version and the top-level keys it replaces."""
+
     scope: str  # "device" or "group:G"
     version: int
     config: Mapping[str, Any]
 
     @property
     def origin(self) -> str:
+        """Where its keys come from, as ``config show`` names it."""
         if self.scope == DEVICE:
             return f"device v{self.version}"
         return f"group {group_of(self.scope)} v{self.version}"
 
 
 def group_scope(group: str) -> str:
+    """The scope of group ``group``: ``group:G``."""
     return f"group:{group}"
 
 
 def group_of(scope: str) -> str:
+    """The group a ``group:G`` scope names."""
     return scope.removeprefix("group:")
 
 
@@ -99,13 +105,17 @@ def compose(
 
 @dataclass(frozen=True)
 class Applied:
+    """The layers a device has applied, by scope, and per scope the version rolled back last."""
+
     layers: Mapping[str, Layer] = field(default_factory=dict)
     # Per scope, the highest version that was rolled back.
     failed: Mapping[str, int] = field(default_factory=dict)
 
     def version(self, scope: str) -> int:
+        """The version applied in ``scope``; 0 before any."""
         layer = self.layers.get(scope)
         return layer.version if layer is not None else 0
 
     def versions(self) -> dict[str, int]:
+        """The applied version per scope, as the heartbeat's ``config_version`` says it."""
         return {scope: layer.version for scope, layer in sorted(self.layers.items())}

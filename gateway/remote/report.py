@@ -16,34 +16,35 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import structlog
 
+from gateway import wire
 from gateway.config.models import Config
+from gateway.logthrottle import LogThrottle
 
 log = structlog.get_logger(__name__)
 
-LOG_INTERVAL_S = 60.0
-
-Status = Literal["applied", "rejected", "rolled_back"]
-
-
 @dataclass(frozen=True)
 class Outcome:
+    """What the device says of one trusted update on ``config/state`` (docs/PROTOCOL.md
+    section 3.5)."""
+
     scope: str | None
     version: int | None
-    status: Status
+    status: wire.ConfigStatus
     reason: str | None = None
     # The key that signed the envelope; None for a stored layer set aside at start.
     kid: str | None = None
 
 
 def state_topic(config: Config) -> str:
-    return f"{config.mqtt.topic_prefix}/{config.device_id}/config/state"
+    """``P/D/config/state`` of this device."""
+    return wire.config_state_topic(config.mqtt.topic_prefix, config.device_id)
 
 
 def state_payload(outcome: Outcome, ts: float) -> bytes:
+    """The config state document of ``outcome``, decided at ``ts``."""
     body = {"scope": outcome.scope, "version": outcome.version, "status": outcome.status,
             "reason": outcome.reason, "kid": outcome.kid, "ts": ts}
     return json.dumps(body, separators=(",", ":")).encode()
@@ -53,19 +54,12 @@ class Junk:
     """Envelopes refused before their signature verified: counted, logged sparingly."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
         self.counts: dict[str, int] = {}
-        self._logged_at: dict[str, float] = {}
-        self._unlogged: dict[str, int] = {}
+        self._throttle = LogThrottle(clock=clock)
 
     def count(self, reason: str, topic: str) -> None:
+        """Count one refused envelope; log it unless its reason was logged within a minute."""
         self.counts[reason] = self.counts.get(reason, 0) + 1
-        now = self._clock()
-        last = self._logged_at.get(reason)
-        if last is not None and now - last < LOG_INTERVAL_S:
-            self._unlogged[reason] = self._unlogged.get(reason, 0) + 1
-            return
-        self._logged_at[reason] = now
-        unlogged = self._unlogged.pop(reason, 0)
-        extra = {"unlogged_since": unlogged} if unlogged else {}
-        log.warning("config.rejected", reason=reason, topic=topic, verified=False, **extra)
+        extra = self._throttle.admit(reason)
+        if extra is not None:
+            log.warning("config.rejected", reason=reason, topic=topic, verified=False, **extra)

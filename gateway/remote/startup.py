@@ -27,6 +27,8 @@ from gateway.remote.store import LayerStore
 
 @dataclass(frozen=True)
 class Start:
+    """The config a device starts on: its file, the stored layers kept, and those set aside."""
+
     document: configfile.Document
     # What the store holds: the layers accepted remotely and the versions rolled back.
     stored: Applied

@@ -14,19 +14,15 @@ loudly: a device in a cabinet must come back up.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from gateway.remote.layers import Applied, Layer
-from gateway.statefile import read_json, write_atomic
+from gateway.statefile import Offload, read_json, set_aside, write_atomic
 
 log = structlog.get_logger(__name__)
-
-Offload = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]
 
 
 def _decode(data: Any) -> Applied:
@@ -62,10 +58,13 @@ def read(path: Path) -> Applied:
 
 
 def path_in(state_dir: Path) -> Path:
+    """Where the applied layers are kept under ``state_dir``."""
     return state_dir / "remote" / "layers.json"
 
 
 class LayerStore:
+    """The applied layers on disk, written atomically; the one file of remote config's state."""
+
     def __init__(self, path: Path, offload: Offload) -> None:
         self._path = path
         self._offload = offload
@@ -75,15 +74,16 @@ class LayerStore:
         return self._path
 
     def load(self) -> Applied:
+        """The applied layers; a corrupt file is set aside and none are applied."""
         try:
             return read(self._path)
         except ValueError as exc:
-            aside = self._path.with_name(f"{self._path.name}.corrupt-{int(time.time())}")
-            self._path.replace(aside)
+            aside = set_aside(self._path)
             log.error("remote.store_corrupt", file=str(self._path), moved_to=str(aside),
                       error=str(exc))
             return Applied()
 
     async def save(self, applied: Applied) -> None:
+        """Write ``applied``, off the event loop."""
         payload = _encode(applied)
         await self._offload(lambda: write_atomic(self._path, payload))

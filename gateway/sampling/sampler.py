@@ -18,6 +18,7 @@ import structlog
 
 from drivers.errors import DriverError
 from gateway.config.models import Sensor
+from gateway.logthrottle import LogThrottle
 from gateway.pipeline.core import Pipeline
 from gateway.sampling.health import HealthPolicy, SensorHealth, State
 from gateway.sampling.sensors import OpenSensor, SerialPorts, open_sensor
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-
-OVERRUN_LOG_INTERVAL_S = 60.0
 
 
 def policy(config: Sensor) -> HealthPolicy:
@@ -63,7 +62,7 @@ class Sampler:
         self._streams = pipeline.takes_samples
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"sensor-{config.name}")
         self.overruns = 0
-        self._overrun_logged_at = -OVERRUN_LOG_INTERVAL_S
+        self._overrun_log = LogThrottle()
         # Set once the sensor has been opened, or has failed to open, for the first time;
         # and once it has given its first good reading.
         self.first_attempt = asyncio.Event()
@@ -151,9 +150,8 @@ class Sampler:
             # for the output data rate, or the Pi stalled. A line a minute at most: at
             # 3200 Hz this can happen many times a second.
             self.overruns += 1
-            now = time.monotonic()
-            if now - self._overrun_logged_at >= OVERRUN_LOG_INTERVAL_S:
-                self._overrun_logged_at = now
+            extra = self._overrun_log.admit("fifo_overrun")
+            if extra is not None:
                 log.warning("sensor.fifo_overrun", sensor=self.config.name,
-                            overruns=self.overruns)
+                            overruns=self.overruns, **extra)
         await self._pipeline.push_samples(ts, batch.samples, batch.rate_hz, batch.overflow)

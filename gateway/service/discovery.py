@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import wire
 from gateway.config.models import Config, ModbusSensor, Sensor, home_assistant_id
 from gateway.config.quantities import ANOMALY_SCORE, ANOMALY_STATE, AXES, ZONE, quantities
 from gateway.pipeline.severity import ZONES
@@ -97,7 +98,8 @@ def kind_of(sensor: Sensor, quantity: str) -> Kind:
     return KINDS[quantity]
 
 
-LABELS = {ZONE: ("vibration zone", ZONES), ANOMALY_STATE: ("anomaly state", ("learning", "ok"))}
+LABELS = {ZONE: ("vibration zone", ZONES),
+          ANOMALY_STATE: ("anomaly state", tuple(wire.AnomalyState))}
 """The quantities that are words: Home Assistant enums with these names and states."""
 
 HEALTH_STATES = tuple(state.value for state in State)
@@ -123,13 +125,13 @@ def node_id(config: Config) -> str:
 
 
 def topic(config: Config, object_id: str, component: str = COMPONENT) -> str:
-    prefix = config.home_assistant.discovery_prefix
-    return f"{prefix}/{component}/{node_id(config)}/{object_id}/config"
+    return wire.ha_discovery_topic(config.home_assistant.discovery_prefix, component,
+                                   node_id(config), object_id)
 
 
 def birth_topic(config: Config) -> str:
     """Where Home Assistant says ``online`` when it (re)starts."""
-    return f"{config.home_assistant.discovery_prefix}/status"
+    return wire.ha_status_topic(config.home_assistant.discovery_prefix)
 
 
 def _encode(payload: dict[str, Any]) -> bytes:
@@ -140,13 +142,12 @@ def messages(config: Config, version: str) -> dict[str, bytes]:
     """Every discovery message of ``config``, by topic; none when discovery is off."""
     if not config.home_assistant.enabled:
         return {}
-    base = f"{config.mqtt.topic_prefix}/{config.device_id}"
     common: dict[str, Any] = {
         "availability": [{
-            "topic": f"{base}/status",
+            "topic": wire.status_topic(*_device(config)),
             "value_template": AVAILABILITY_TEMPLATE,
-            "payload_available": "online",
-            "payload_not_available": "offline",
+            "payload_available": wire.Presence.ONLINE,
+            "payload_not_available": wire.Presence.OFFLINE,
         }],
         "device": {
             "identifiers": [config.device_id],
@@ -159,34 +160,39 @@ def messages(config: Config, version: str) -> dict[str, bytes]:
     }
     out: dict[str, bytes] = {}
     for sensor in config.sensors:
-        for object_id, entity in _entities(config, sensor, base):
+        for object_id, entity in _entities(config, sensor):
             unique_id = f"{node_id(config)}_{object_id}"
             out[topic(config, object_id)] = _encode({**entity, "unique_id": unique_id,
                                                      **common})
-        for object_id, entity in _alarms(sensor, base):
+        for object_id, entity in _alarms(config, sensor):
             unique_id = f"{node_id(config)}_{object_id}"
             out[topic(config, object_id, ALARM_COMPONENT)] = _encode(
                 {**entity, "unique_id": unique_id, **common})
     return out
 
 
-def _alarms(sensor: Sensor, base: str) -> list[tuple[str, dict[str, Any]]]:
+def _device(config: Config) -> tuple[str, str]:
+    """The topic prefix and device id, whose topics the entities read."""
+    return config.mqtt.topic_prefix, config.device_id
+
+
+def _alarms(config: Config, sensor: Sensor) -> list[tuple[str, dict[str, Any]]]:
     """One problem sensor per alarm: on while its document says ``active``."""
     sensor_id = home_assistant_id(sensor.name)
     return [(f"{sensor_id}_alarm_{home_assistant_id(alarm.name)}", {
         "name": f"{sensor.name} {alarm.name}",
-        "state_topic": f"{base}/alarm/{sensor.name}/{alarm.name}",
+        "state_topic": wire.alarm_topic(*_device(config), sensor.name, alarm.name),
         "value_template": "{{ value_json.state }}",
-        "payload_on": "active",
-        "payload_off": "cleared",
+        "payload_on": wire.AlarmState.ACTIVE,
+        "payload_off": wire.AlarmState.CLEARED,
         "device_class": "problem",
         "qos": 1,
     }) for alarm in sensor.alarms]
 
 
-def _entities(config: Config, sensor: Sensor, base: str) -> list[tuple[str, dict[str, Any]]]:
+def _entities(config: Config, sensor: Sensor) -> list[tuple[str, dict[str, Any]]]:
     sensor_id = home_assistant_id(sensor.name)
-    state_topic = f"{base}/telemetry/{sensor.name}"
+    state_topic = wire.telemetry_topic(*_device(config), sensor.name)
     entities = []
     for quantity in quantities(sensor):
         entity: dict[str, Any] = {
@@ -209,7 +215,7 @@ def _entities(config: Config, sensor: Sensor, base: str) -> list[tuple[str, dict
         entities.append((f"{sensor_id}_{quantity}", entity))
     entities.append((f"{sensor_id}_{HEALTH}", {
         "name": f"{sensor.name} {HEALTH}",
-        "state_topic": f"{base}/heartbeat",
+        "state_topic": wire.heartbeat_topic(*_device(config)),
         "value_template": health_of(sensor.name),
         "device_class": "enum",
         "options": list(HEALTH_STATES),

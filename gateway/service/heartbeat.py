@@ -1,4 +1,5 @@
-"""The heartbeat of SPEC section 4: how this device is doing, every ``interval_s``.
+"""The heartbeat (docs/PROTOCOL.md section 3.4): how this device is doing, every
+``interval_s``.
 
 It is a live view, so it goes straight to the connected broker at QoS 0 and is never
 queued: a heartbeat that waited out an outage would only describe the past.
@@ -47,7 +48,7 @@ def payload(
             "spilled": queue.spilled,
             "in_flight": queue.in_flight,
         },
-        # Beyond SPEC section 4's fields: how the connection itself has been doing.
+        # How the connection itself has been doing.
         "uplink": {"reconnects": uplink.reconnects, "last_error": uplink.last_error},
         "sensors": {
             name: {

@@ -18,21 +18,18 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from gateway.config.models import Config
 from gateway.service import discovery
-from gateway.statefile import read_json, write_atomic
+from gateway.statefile import Offload, read_json, write_atomic
 from gateway.uplink.inbox import Inbox
 from gateway.uplink.supervisor import Uplink
 
 log = structlog.get_logger(__name__)
 
-Offload = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]
 
 BIRTH = b"online"
 # Home Assistant asks devices to answer its birth message after a random delay, so a

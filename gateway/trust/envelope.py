@@ -1,4 +1,5 @@
-"""The signed envelope of SPEC section 5: signing, and verifying whatever arrives from a broker.
+"""The signed envelope (docs/PROTOCOL.md sections 4.1 and 4.3): signing, and verifying
+whatever arrives from a broker.
 
 Anyone who can publish on the broker can send a device anything, so verification is ordered
 cheapest first and parses nothing it does not have to: the size limit before any parsing,

@@ -1,11 +1,12 @@
 """Ed25519 keys as the operator writes them and a device trusts them.
 
 Every key is written as 64 hex characters: the raw 32-byte public key (in a ``.pub`` file or
-straight in ``remote_config.trusted_keys``), the 32-byte seed in a private ``.key`` file. Hex
-fits on one YAML line and needs no parser beyond ``bytes.fromhex``; PEM or OpenSSH formats
-would bring a library and choices nobody here needs. A key's ``kid`` (SPEC section 5) is the
-hex of the first 8 bytes of sha256 over the raw public key, so an envelope names its key
-without carrying it. libsodium (PyNaCl) does the curve arithmetic.
+straight in ``remote_config.trusted_keys``), the 32-byte seed in a private ``.key`` file.
+Hex fits on one YAML line and needs no parser beyond ``bytes.fromhex``; PEM or OpenSSH
+formats would bring a library and choices nobody here needs. A key's ``kid``
+(docs/PROTOCOL.md section 4.2) is the hex of the first 8 bytes of sha256 over the raw public
+key, so an envelope names its key without carrying it. libsodium (PyNaCl) does the curve
+arithmetic.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class KeyLoadError(Exception):
 
 
 def kid_of(raw_public_key: bytes) -> str:
+    """The ``kid`` naming a public key: the hex of the first 8 bytes of its sha256."""
     return hashlib.sha256(raw_public_key).digest()[:8].hex()
 
 
@@ -57,9 +59,11 @@ class PublicKey:
         return cls(bytes.fromhex(text))
 
     def text(self) -> str:
+        """The key as it is written: 64 hex characters."""
         return self.raw.hex()
 
     def verifies(self, payload: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is this key's signature over exactly ``payload``."""
         try:
             self._verify_key.verify(payload, signature)
         except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
@@ -89,16 +93,19 @@ class PrivateKey:
 
     @classmethod
     def generate(cls) -> PrivateKey:
+        """A new key from the system's random source."""
         return cls(bytes(nacl.signing.SigningKey.generate()))
 
     @classmethod
     def from_text(cls, text: str) -> PrivateKey:
+        """Raises ``ValueError`` with a message fit to follow the key's name."""
         text = text.strip()
         if not HEX_KEY.fullmatch(text):
             raise ValueError("not a private key (64 hex characters of the seed)")
         return cls(bytes.fromhex(text))
 
     def text(self) -> str:
+        """The seed as it is written in a ``.key`` file: 64 hex characters."""
         return bytes(self._signing_key).hex()
 
     def sign(self, payload: bytes) -> bytes:
@@ -123,6 +130,7 @@ def _read_key_file(path: Path) -> str:
 
 
 def read_public_key(path: Path) -> PublicKey:
+    """The public key in a ``.pub`` file; ``KeyLoadError`` naming the file."""
     try:
         return PublicKey.from_text(_read_key_file(path))
     except ValueError as exc:
@@ -131,6 +139,7 @@ def read_public_key(path: Path) -> PublicKey:
 
 def read_private_key(path: Path) -> PrivateKey:
     # Both halves of a pair are 64 hex characters; the name is what tells them apart.
+    """The signing key in a ``.key`` file; ``KeyLoadError`` naming the file."""
     if path.suffix == ".pub":
         raise KeyLoadError(f"key file {path}: a .pub file is a public key; use its .key file")
     try:
@@ -168,6 +177,7 @@ class Keyring:
         return cls(keys)
 
     def get(self, kid: str) -> PublicKey | None:
+        """The trusted key named ``kid``, or None."""
         return self._by_kid.get(kid)
 
     def __contains__(self, kid: object) -> bool:

@@ -1,4 +1,5 @@
-"""The payloads a verified envelope carries (SPEC section 5), as typed, immutable models.
+"""The payloads a verified envelope carries (docs/PROTOCOL.md sections 5.1 and 6.1), as
+typed, immutable models.
 
 Only bytes that ``envelope.verify`` returned come here. The caller names the kind it expects
 (the topic decides it), so a firmware manifest sent to a config topic is ``wrong kind`` and
@@ -11,7 +12,8 @@ envelope that was applied comes back at every reconnect, after its expiry too, a
 recognised as the one already applied rather than reported as expired. Addressing and
 version sequences need the device's state and are not decided here either.
 
-Timestamps are Unix seconds, as every ``ts`` in SPEC section 4.
+Timestamps are Unix seconds, as every ``ts`` the device publishes (docs/PROTOCOL.md
+section 1.2).
 """
 
 from __future__ import annotations
@@ -108,6 +110,9 @@ class ConfigPayload(Signed):
 
 
 class Rollout(_Model):
+    """Who may install a release: the share of the channel's devices, and the salt that
+    draws them."""
+
     percent: float = Field(ge=0, le=100, allow_inf_nan=False)
     salt: Annotated[str, Field(min_length=1, max_length=256)] | None = None
 
@@ -156,8 +161,10 @@ def _parse(data: bytes, model: type[Payload], kind: str) -> Payload:
 
 
 def parse_config(data: bytes) -> ConfigPayload:
+    """The config payload in verified bytes; ``Rejected`` with the device's reason."""
     return _parse(data, ConfigPayload, "config")
 
 
 def parse_firmware(data: bytes) -> FirmwarePayload:
+    """The firmware manifest in verified bytes; ``Rejected`` with the device's reason."""
     return _parse(data, FirmwarePayload, "firmware")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
+    """A message that arrived on a subscribed topic, as the inbox keeps it."""
+
     topic: str
     # None when the message was larger than the inbox's ``max_bytes``; ``size`` says how big.
     payload: bytes | None
@@ -25,6 +27,9 @@ class Inbound:
 
 
 class Inbox:
+    """A bounded mailbox between the MQTT callback and one consumer: a full inbox drops
+    (counted), an oversized payload is kept as its size only."""
+
     def __init__(self, capacity: int, max_bytes: int) -> None:
         self._items: deque[Inbound] = deque()
         self._capacity = capacity
@@ -47,6 +52,7 @@ class Inbox:
         self._ready.set()
 
     async def get(self) -> Inbound:
+        """The oldest message, waiting for one if there is none."""
         while not self._items:
             self._ready.clear()
             await self._ready.wait()

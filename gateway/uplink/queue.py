@@ -176,10 +176,9 @@ class MessageQueue:
             self._changed.set()
 
     def _memory_full(self) -> bool:
-        return (
-            len(self._memory) >= self._config.memory_max_messages
-            or self._memory_bytes >= self._config.memory_max_bytes
-        )
+        bounds = self._config
+        return (len(self._memory) >= bounds.memory_max_messages
+                or self._memory_bytes >= bounds.memory_max_bytes)
 
     def _make_room(self, incoming: Message) -> bool:
         """Apply the drop policy to a full memory tier; False drops ``incoming``."""

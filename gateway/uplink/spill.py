@@ -8,12 +8,13 @@ so their order is the order the messages were queued in.
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+
+from gateway.statefile import set_aside
 
 log = structlog.get_logger(__name__)
 
@@ -72,11 +73,7 @@ class SpillStore:
         try:
             self._open()
         except sqlite3.DatabaseError as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            for suffix in ("", "-wal", "-shm"):
-                part = self.path.with_name(self.path.name + suffix)
-                if part.exists():
-                    part.replace(aside.with_name(aside.name + suffix))
+            aside = set_aside(self.path, companions=("-wal", "-shm"))
             log.error("queue.corrupt", file=str(self.path), moved_to=str(aside), error=str(exc))
             self._open()
 

@@ -1,6 +1,7 @@
-"""The device's identity and the retained status payloads of SPEC section 4 (``P/D/status``).
+"""The device's identity and the retained status payloads (``P/D/status``, docs/PROTOCOL.md
+section 3.3).
 
-The online status also names the device's groups (beyond SPEC), so an operator's
+The online status also names the device's groups, so an operator's
 ``push-config --group`` learns from the broker alone which devices it should hear from.
 
 They live with the uplink because the uplink publishes them itself (on CONNACK, as the
@@ -13,6 +14,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from gateway import wire
 
 
 @dataclass(frozen=True)
@@ -31,13 +34,13 @@ def _dumps(obj: Any) -> bytes:
 
 def online(ts: float, version: str, boot_id: str, groups: Sequence[str] = ()) -> bytes:
     """The status published on every CONNACK."""
-    return _dumps({"state": "online", "ts": ts, "version": version, "boot_id": boot_id,
+    return _dumps({"state": wire.Presence.ONLINE, "ts": ts, "version": version, "boot_id": boot_id,
                    "groups": list(groups)})
 
 
 def offline(reason: str, ts: float | None = None) -> bytes:
     """The status of a device gone: the last will (``connection lost``) or a clean stop."""
-    payload: dict[str, Any] = {"state": "offline", "reason": reason}
+    payload: dict[str, Any] = {"state": wire.Presence.OFFLINE, "reason": reason}
     if ts is not None:
         payload["ts"] = ts
     return _dumps(payload)

@@ -25,6 +25,7 @@ from dataclasses import replace
 
 import structlog
 
+from gateway import wire
 from gateway.config.mqtt import BrokerUrl, MqttConfig
 from gateway.uplink import liveness, publisher, status, tls
 from gateway.uplink.connect import Dial, close, describe, packet_limit
@@ -99,7 +100,7 @@ class Uplink:
 
     @property
     def _status_topic(self) -> str:
-        return f"{self._config.topic_prefix}/{self._identity.device_id}/status"
+        return wire.status_topic(self._config.topic_prefix, self._identity.device_id)
 
     def stats(self) -> UplinkStats:
         """The figures the heartbeat reports."""

@@ -6,7 +6,7 @@ Each device decides on a manifest with the device's own code
 against its trusted keys, the payload parsed, channel, running and refused versions,
 expiry, halt, then eligibility by ``gateway.firmware.rollout``), downloads the bundle and
 checks its size and sha256, and reports each state on its retained ``P/D/firmware/state``
-as SPEC section 4 has it. What a device does not run here is the install itself: after
+as docs/PROTOCOL.md section 3.6 has it. What a device does not run here is the install itself: after
 ``awaiting_health`` it commits, rolls back (``ROLLS_BACK``) or dies without a word
 (``SILENT``: the socket dropped, so the broker publishes its last will, and no heartbeat
 follows), as the test injects.

@@ -136,7 +136,7 @@ def test_applied_exits_0_and_prints_it(mqtt: Broker, keys: Path, tmp_path: Path,
     assert shown["config"]["heartbeat"] == {"interval_s": 7}
     assert shown["origins"]["heartbeat"] == "device v3"
 
-    # What stays retained for the device is the signed update, as SPEC section 5 has it.
+    # What stays retained for the device is the signed update (docs/PROTOCOL.md section 7.1).
     envelope = retained(mqtt.port, f"gw/{device.id}/config/set").payload
     verified = verify(envelope, Keyring([read_public_key(keys / "ops.pub")]))
     payload = parse_config(verified.payload)

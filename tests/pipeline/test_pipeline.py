@@ -32,12 +32,13 @@ async def offload(fn: Callable[[], None]) -> None:
 
 def make_pipeline(tmp_path: Path, stages: list[dict[str, Any]], max_messages: int = 1000,
                   drop_policy: Literal["oldest", "newest"] = "oldest",
-                  clock: Callable[[], float] = time.time) -> Pipeline:
+                  clock: Callable[[], float] = time.time,
+                  monotonic: Callable[[], float] = time.monotonic) -> Pipeline:
     seqs = SeqStore(tmp_path / "seq.json", offload)
     seqs.load()
     queue = MessageQueue(QueueConfig(memory_max_messages=max_messages, drop_policy=drop_policy))
     return Pipeline("pi-1", "cabinet", build_steps(STAGES.validate_python(stages)), TOPIC, 1,
-                    seqs, queue, clock=clock)
+                    seqs, queue, clock=clock, monotonic=monotonic)
 
 
 async def drain(pipeline: Pipeline) -> list[dict[str, Any]]:
@@ -168,7 +169,8 @@ def test_a_stage_failing_on_every_reading_logs_once_a_minute(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1000.0]
-    pipeline = make_pipeline(tmp_path, [{"stage": "median", "window": 3}], clock=lambda: now[0])
+    pipeline = make_pipeline(tmp_path, [{"stage": "median", "window": 3}],
+                             clock=lambda: now[0], monotonic=lambda: now[0])
     median = pipeline._steps._stages[0]
 
     def broken(record: Record, pool: Any) -> Record | None:

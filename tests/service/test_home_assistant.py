@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 JINJA = ImmutableSandboxedEnvironment()
 
 AXES = ("x", "y", "z")
-# Written out here, from SPEC and the issue, not taken from the code under test.
+# Written out here, from docs/PROTOCOL.md section 3.7, not taken from the code under test.
 UNITS: dict[str, tuple[str | None, str | None]] = {
     "temperature_c": ("°C", "temperature"),
     "humidity_rh": ("%", "humidity"),
@@ -214,7 +214,8 @@ def test_added_removed_and_changed_sensors_and_turning_discovery_off(
     daemon = DaemonProcess(config)
     try:
         first = collect(sub, lambda m: m.payload != b"", room | pump | old)
-        assert json.loads(first[next(iter(old))])["state_topic"] == "gw/dev-1/telemetry/old.probe"
+        old_temperature = discovery("homeassistant", "dev-1", "old_probe", "temperature_c")
+        assert json.loads(first[old_temperature])["state_topic"] == "gw/dev-1/telemetry/old.probe"
 
         # One reload: a sensor removed, one added, one whose vibration stage adds quantities.
         settings["sensors"] = [

@@ -1,4 +1,5 @@
-"""The envelope of SPEC section 5: signed and verified with real keys, refused for each reason."""
+"""The envelope of docs/PROTOCOL.md sections 4.1 and 4.3: signed and verified with real keys,
+refused for each reason."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Keys: kid as SPEC section 5 computes it, text forms, key files and the keyring's errors."""
+"""Keys: kid as docs/PROTOCOL.md section 4.2 computes it, text forms, key files and the
+keyring's errors."""
 
 from __future__ import annotations
 
