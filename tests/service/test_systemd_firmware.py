@@ -245,14 +245,12 @@ def test_sigterm_during_a_slow_download_stops_in_time_and_resumes_with_one_range
     timeout_s = float(box.sandbox.show("TimeoutStopUSec")["TimeoutStopUSec"].removesuffix("s"))
     times = box.sh(f"date +%s.%N; systemctl stop {UNIT}; date +%s.%N").stdout.split()
     stop_s = float(times[1]) - float(times[0])
+    print(f"SIGTERM during a download: systemctl stop took {stop_s:.2f} s; the bound "
+          f"{STOP_BOUND_S:g} s, the unit's TimeoutStopSec {timeout_s:g} s")
+    # Stopped by the daemon itself, not by systemd's SIGKILL after the timeout.
     assert box.sandbox.show("ActiveState", "Result") == {"ActiveState": "inactive",
                                                          "Result": "success"}
     assert box.sh(f"test -e /proc/{before['MainPID']}", check=False).returncode == 1
-    asked = event_times(box, "daemon.signal", ACTION="stop")[-1]
-    stopped = event_times(box, "daemon.stopped")[-1]
-    print(f"SIGTERM during a download: systemctl stop took {stop_s:.2f} s (the daemon "
-          f"{stopped - asked:.2f} s from the signal to its last line); the bound "
-          f"{STOP_BOUND_S:g} s, the unit's TimeoutStopSec {timeout_s:g} s")
     assert stop_s < min(STOP_BOUND_S, timeout_s)
 
     started = time.time()
