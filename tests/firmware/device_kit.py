@@ -76,9 +76,10 @@ class Request:
 
 class FileServer:
     """``http.server`` in a thread; ``Range: bytes=N-`` answered with 206. It serves bytes,
-    or files read as they are sent; with a certificate and its key, over TLS."""
+    or files read as they are sent; with a certificate and its key, over TLS. On a free
+    port, or on ``port``."""
 
-    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None, port: int = 0) -> None:
         self.files: dict[str, Served] = {}
         self.requests: list[Request] = []
         self._closing = threading.Event()
@@ -91,7 +92,7 @@ class FileServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._http.daemon_threads = True
         self.scheme = "http"
         if tls is not None:

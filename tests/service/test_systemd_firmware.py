@@ -2,8 +2,12 @@
 launcher (``ExecStart=... launch``) and ``RestartForceExitStatus=75``.
 
 A sandbox of its own (``systemd-sandbox``, as ``test_systemd.py`` uses it; root only, else
-skipped), with a Mosquitto and an HTTP server inside serving release bundles built here from
-this source. In order: install.sh from wheels; a good release goes through activation and
+skipped), with a Mosquitto and an HTTP server inside (the firmware tests' ``FileServer``, run
+by ``bundle_server.py``) serving release bundles built here from this source. In order:
+install.sh from wheels; a good release is published, whose server sends part of the bundle
+and then hangs, and ``systemctl stop`` during that download ends within
+``mqtt.shutdown_flush_s`` + 2 s (measured), the next start resuming with one ``Range``
+request from the bytes that came; the release goes on through activation and
 the restart in the same process (the launcher exec'd again: no ``RestartSec=``, the exit-75
 downtime measured), and the service runs it from slot a; a release that raises at
 import is rolled back by the launcher after ``max_trial_boots`` starts, the service ending
@@ -17,7 +21,9 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +67,11 @@ STATE_TOPIC = "gw/demo-pi/firmware/state"
 HEARTBEAT_TOPIC = "gw/demo-pi/heartbeat"
 MANIFEST_TOPIC = "gw/firmware/stable/manifest"
 STATE_DIR = "/var/lib/edge-gateway"
+SHUTDOWN_FLUSH_S = 5.0
+# The issue's promise: SIGTERM during a download, the daemon gone within the flush time + 2 s.
+STOP_BOUND_S = SHUTDOWN_FLUSH_S + 2
+# Where the good bundle's first answer hangs, as the device reports its progress.
+HANG_AT = 0.3
 # pip installs numpy and the rest into a slot as the service's user: minutes on a slow day.
 INSTALL_S = 240
 
@@ -69,6 +80,9 @@ INSTALL_S = 240
 class Box:
     sandbox: Sandbox
     work: Path
+    # The good release's bundle: its file name, and the bytes of its first answer.
+    good: str
+    hang_at: int
 
     def sh(self, script: str, **options: Any) -> subprocess.CompletedProcess[str]:
         return self.sandbox.sh(script, **options)
@@ -109,9 +123,21 @@ class Box:
 def device_config(key: SigningKey) -> str:
     config = yaml.safe_load(demo_config())
     config["remote_config"] = {"trusted_keys": [public_hex(key)]}
-    config["firmware"] = {"health_timeout_s": 60, "max_trial_boots": 2}
+    config["mqtt"]["shutdown_flush_s"] = SHUTDOWN_FLUSH_S
+    config["firmware"] = {"health_timeout_s": 60, "max_trial_boots": 2,
+                          "progress_interval_s": 0.5}
     config["heartbeat"] = {"interval_s": 2}
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def reported_from(fraction: float, size: int) -> int:
+    """The fewest bytes of ``size`` that the device reports (to three decimals, as
+    ``gateway/firmware/job.py`` rounds) as ``fraction`` done: a body that stops there reads
+    ``fraction`` only once all of it has come."""
+    have = int((fraction - 0.001) * size)
+    while round(have / size, 3) < fraction:
+        have += 1
+    return have
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +166,8 @@ def box(request: pytest.FixtureRequest) -> Iterator[Box]:
                 key, "stable", version, f"http://127.0.0.1:{HTTP_PORT}/{name}",
                 releases / name))
         shutil.rmtree(work / "build")
+        good = bundles[GOOD].name
+        hang_at = reported_from(HANG_AT, (releases / good).stat().st_size)
         (work / "gateway.yaml").write_text(device_config(key))
         (work / "mosquitto.conf").write_text(
             f"listener {BROKER_PORT} 127.0.0.1\nallow_anonymous true\npersistence false\n")
@@ -156,7 +184,7 @@ def box(request: pytest.FixtureRequest) -> Iterator[Box]:
         )
         assert started.returncode == 0, started.stderr
         try:
-            yield Box(Sandbox(tool, name), work)
+            yield Box(Sandbox(tool, name), work, good, hang_at)
         finally:
             subprocess.run([tool, "stop", name], capture_output=True, timeout=60, check=False)
     finally:
@@ -174,12 +202,68 @@ def test_the_installed_unit_starts_through_the_launcher(box: Box) -> None:
            f"mkdir -p {dropin} && printf '[Service]\\nRestartSec=1\\n' >{dropin}/test.conf && "
            "systemctl daemon-reload")
     box.sandbox.start_broker()
-    box.sh(f"systemd-run --quiet --collect --unit=test-http /usr/bin/python3 -m http.server "
-           f"{HTTP_PORT} --bind 127.0.0.1 --directory {WORK}/releases")
+    # The good bundle's first answer: its first bytes in about two seconds, then the
+    # connection held open with nothing more (a hung server), far less than the stall
+    # timeout (30 s). Ranged answers are whole and at once. The interpreter running these
+    # tests: the sandbox's / is this machine's, seen through an overlay.
+    box.sh(f"systemd-run --quiet --collect --unit=test-http "
+           f"--setenv=PYTHONPATH={SRC}/tests:{SRC}/tests/firmware {sys.executable} "
+           f"{SRC}/tests/service/bundle_server.py {WORK}/releases {HTTP_PORT} "
+           f"--slow {box.good} --rate {box.hang_at / 2:.0f} --stall-at {box.hang_at}")
+    until(lambda: served(box), "the release server listening")
     box.sh(f"systemctl restart {UNIT}")
     until(lambda: running(box.sandbox), "the unit running")
     assert box.firmware_state("idle", 30)["version"] is None
     assert box.heartbeat()["firmware"]["slot"] is None
+
+
+def served(box: Box) -> list[dict[str, Any]]:
+    """The release server's log: what it serves, then each request (path, range, status)."""
+    out = box.sh("journalctl -o cat --no-pager -u test-http").stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def bundle_requests(box: Box) -> list[dict[str, Any]]:
+    return [r for r in served(box) if r.get("path") == f"/{box.good}"]
+
+
+def test_sigterm_during_a_slow_download_stops_in_time_and_resumes_with_one_range(
+        box: Box) -> None:
+    before = until(lambda: running(box.sandbox), "the unit running")
+    box.publish(f"manifest-{GOOD}.json")
+    # All of the first answer has come, and the download waits in a read for more.
+    report = box.firmware_state("downloading", 60)
+    assert report["version"] == GOOD
+
+    def progress() -> float | None:
+        now = box.retained(STATE_TOPIC) or {}
+        return now.get("progress") if now.get("state") == "downloading" else None
+
+    until(lambda: progress() == HANG_AT, f"progress {HANG_AT}", 30)
+    assert [r["range"] for r in bundle_requests(box)] == [None]
+
+    timeout_s = float(box.sandbox.show("TimeoutStopUSec")["TimeoutStopUSec"].removesuffix("s"))
+    times = box.sh(f"date +%s.%N; systemctl stop {UNIT}; date +%s.%N").stdout.split()
+    stop_s = float(times[1]) - float(times[0])
+    print(f"SIGTERM during a download: systemctl stop took {stop_s:.2f} s; the bound "
+          f"{STOP_BOUND_S:g} s, the unit's TimeoutStopSec {timeout_s:g} s")
+    # Stopped by the daemon itself, not by systemd's SIGKILL after the timeout.
+    assert box.sandbox.show("ActiveState", "Result") == {"ActiveState": "inactive",
+                                                         "Result": "success"}
+    assert box.sh(f"test -e /proc/{before['MainPID']}", check=False).returncode == 1
+    assert stop_s < min(STOP_BOUND_S, timeout_s)
+
+    started = time.time()
+    box.sh(f"systemctl start {UNIT}")
+    resumed = until(lambda: [e for e in box.sandbox.journal(EVENT="firmware.downloaded")
+                             if int(e["__REALTIME_TIMESTAMP"]) / 1e6 > started],
+                    "the download resumed and done", 60)
+    assert (resumed[0]["REQUESTS"], resumed[0]["RANGED"]) == ("1", "1")
+    resuming = box.sandbox.journal(EVENT="firmware.resuming")
+    assert [e["HAVE"] for e in resuming] == [str(box.hang_at)]
+    requests = bundle_requests(box)
+    assert [(r["range"], r["status"]) for r in requests] == [
+        (None, 200), (f"bytes={box.hang_at}-", 206)], requests
 
 
 def event_times(box: Box, name: str, **fields: str) -> list[float]:
@@ -189,8 +273,8 @@ def event_times(box: Box, name: str, **fields: str) -> list[float]:
 
 
 def test_a_good_release_is_activated_through_a_restart_in_the_process(box: Box) -> None:
+    # Published in the step before, its download resumed there.
     before = until(lambda: running(box.sandbox), "the unit running")
-    box.publish(f"manifest-{GOOD}.json")
     committed = box.firmware_state("committed", INSTALL_S)
     assert committed["version"] == GOOD
 
