@@ -141,7 +141,8 @@ def _seen(raw: object) -> dict[str, Seen]:
 
 
 def decode(data: bytes) -> Record:
-    """Raises ValueError for anything but a record this code can act on."""
+    """The record ``data`` holds; ValueError for anything but a record this code can act
+    on."""
     try:
         raw = json.loads(data)
     except ValueError as exc:
