@@ -1,4 +1,5 @@
-"""Unpacking a release bundle (SPEC section 5): a ``.tar.gz`` of wheels at its top level.
+"""Unpacking a release bundle (docs/PROTOCOL.md section 6.2): a ``.tar.gz`` of wheels at its
+top level.
 
 Its sha256 was checked against a signed manifest, so it is what the operator built; it is
 still unpacked as if it were not: only regular files named ``*.whl`` directly at the top

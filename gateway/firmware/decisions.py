@@ -19,6 +19,7 @@ from packaging.version import InvalidVersion, Version
 from gateway.firmware import manifest, state
 from gateway.firmware.settings import Running, Settings
 from gateway.firmware.state import Record, Release, Seen, Trial
+from gateway.wire import FirmwareState
 
 LAUNCHER_NEEDED = "the daemon was not started by `edge-gateway launch` (the unit's ExecStart)"
 
@@ -55,7 +56,8 @@ def newer(record: Record, settings: Settings, running: Running, version: str) ->
 def busy(record: Record, working: bool) -> bool:
     """Installing (``working``: the job of this process) or on trial: the release finishes,
     commits or rolls back before anything else starts."""
-    return record.state == state.AWAITING_HEALTH or (working and record.state == state.INSTALLING)
+    return record.state == FirmwareState.AWAITING_HEALTH or (
+        working and record.state == FirmwareState.INSTALLING)
 
 
 # -- at start --------------------------------------------------------------------------
@@ -79,7 +81,7 @@ class RollBack:
 class Enter:
     """The record goes to ``state`` (with ``reason``), the release dropped."""
 
-    state: str
+    state: FirmwareState
     reason: str | None = None
 
 
@@ -93,19 +95,19 @@ class Resume:
 def on_start(record: Record, settings: Settings,
              running: Running) -> Judge | RollBack | Enter | Resume | None:
     """What to do with the record as the last process left it; None: nothing."""
-    if record.state == state.AWAITING_HEALTH and record.trial is not None:
+    if record.state == FirmwareState.AWAITING_HEALTH and record.trial is not None:
         if running.launched and record.active == running.slot:
             return Judge(record.trial)
         return RollBack(f"the new slot did not run: {LAUNCHER_NEEDED}")
     if record.state in state.RESUMABLE and record.release is not None:
         version = record.release.version
         if not running.launched:
-            return Enter(state.FAILED, f"cannot activate: {LAUNCHER_NEEDED}")
+            return Enter(FirmwareState.FAILED, f"cannot activate: {LAUNCHER_NEEDED}")
         if halted(record, settings.channel, version):
-            return Enter(state.IDLE, "halted")
+            return Enter(FirmwareState.IDLE, "halted")
         if newer(record, settings, running, version):
             return Resume(record.release)
-        return Enter(state.IDLE)
+        return Enter(FirmwareState.IDLE)
     return None
 
 
@@ -173,7 +175,7 @@ def on_manifest(decision: manifest.Act | manifest.NotEligible | manifest.Halt | 
             else None
     if isinstance(decision, manifest.NotEligible):
         return NotEligible(decision.version, (record.state, record.version)
-                           != (state.NOT_ELIGIBLE, decision.version))
+                           != (FirmwareState.NOT_ELIGIBLE, decision.version))
     release = decision.release
     if work.job == release or (work.retry == release and work.retry_seen == decision.seen):
         return None  # at work on it, or the same manifest again: it waits for its retry

@@ -27,12 +27,14 @@ from typing import Protocol
 
 import structlog
 
-from gateway.firmware import slots, space, state
+from gateway.firmware import slots, space
 from gateway.firmware.download import Download, DownloadError, sha256_of
 from gateway.firmware.failure import Failure
-from gateway.firmware.recorder import Offload, Recorder, settle
+from gateway.firmware.recorder import Recorder, settle
 from gateway.firmware.settings import Running, Settings
 from gateway.firmware.state import Release, Trial
+from gateway.statefile import Offload
+from gateway.wire import FirmwareState
 
 log = structlog.get_logger(__name__)
 
@@ -80,10 +82,10 @@ class Job:
         try:
             await self._offload(lambda: _keep_only(archive.parent, archive))
             await self._make_room(release, archive, slot)
-            if self._recorder.record.state != state.INSTALLING or not await self._intact(
+            if self._recorder.record.state != FirmwareState.INSTALLING or not await self._intact(
                     archive, release):
                 await self._fetch(release, archive)
-            await self._recorder.enter(state.INSTALLING, version=release.version,
+            await self._recorder.enter(FirmwareState.INSTALLING, version=release.version,
                                        release=release)
             installing = True
             try:
@@ -121,13 +123,14 @@ class Job:
         download = Download(release.url, archive, release.size,
                             limits=self._settings().limits)
         if download.received < release.size:
-            await self._recorder.enter(state.DOWNLOADING, version=release.version,
+            await self._recorder.enter(FirmwareState.DOWNLOADING, version=release.version,
                                        release=release,
                                        progress=_fraction(download.received, release.size))
             if download.received:
                 log.info("firmware.resuming", version=release.version, have=download.received)
             await self._download(download, release)
-        await self._recorder.enter(state.VERIFYING, version=release.version, release=release)
+        await self._recorder.enter(FirmwareState.VERIFYING, version=release.version,
+                                   release=release)
         if not await self._intact(archive, release):
             await self._offload(lambda: archive.unlink(missing_ok=True))
             raise Failure("sha256 mismatch", permanent=True)
@@ -172,7 +175,7 @@ class Job:
         """The new slot becomes active on trial; the launcher starts it after the restart."""
         trial = Trial(slot, self._running.slot, 0, self._settings().max_trial_boots,
                       tuple(sorted(self._unwell())))
-        await self._recorder.enter(state.AWAITING_HEALTH, version=release.version,
+        await self._recorder.enter(FirmwareState.AWAITING_HEALTH, version=release.version,
                                    release=None, active=slot, trial=trial)
         await self._recorder.point(slot)
         log.info("firmware.activated", version=release.version, slot=slot,

@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from gateway.firmware import slots, state
+from gateway.wire import FirmwareState
 
 Say = Callable[[str], None]
 # Exit status asking the unit for a restart through the launcher (RestartForceExitStatus=),
@@ -82,7 +83,7 @@ def prepare(state_dir: Path, say: Say) -> str | None:
             _point(state_dir, None, say)
         return None
     try:
-        if record.state == state.AWAITING_HEALTH and record.trial is not None:
+        if record.state == FirmwareState.AWAITING_HEALTH and record.trial is not None:
             record = _count_boot(record, say)
             if not _runnable(state_dir, record.active):
                 say(f"slot {record.active} has no {slots.COMMAND}")

@@ -1,17 +1,17 @@
 """Which firmware manifests this device acts on: the bytes that arrived, against what runs.
 
-The order keeps a flood cheap and a retained manifest quiet: the size (the inbox kept no
-payload above its bound), the signature (``gateway.trust``: nothing is parsed before it
-verifies), the payload, the channel; then a replay, a manifest issued before the newest one
-this device accepted on the channel (or with it, while that one's ``halt`` stands: a halt
-holds until a newer manifest lifts it), is ignored without a word, as anyone with publish
-rights could send one again during its lifetime; then a manifest of the running version, or
-of one refused or rolled back before (a retained manifest comes again at every reconnect,
-after its expiry too), changes nothing but the newest manifest accepted; then expiry, a
-version older than the running one, ``halt``, and last SPEC section 5's eligibility
-(``rollout``; the salt defaults to ``CHANNEL:VERSION`` with the version as PEP 440
-normalises it). Every decision but a refusal or a replay carries the manifest as ``Seen``,
-for the updater to remember.
+The rules are docs/PROTOCOL.md section 6.3's, in its order, which keeps a flood cheap and a
+retained manifest quiet: the size (the inbox kept no payload above its bound), the signature
+(``gateway.trust``: nothing is parsed before it verifies), the payload, the channel; then a
+replay, a manifest issued before the newest one this device accepted on the channel (or with
+it, while that one's ``halt`` stands: a halt holds until a newer manifest lifts it), is
+ignored without a word, as anyone with publish rights could send one again during its
+lifetime; then a manifest of the running version, or of one refused or rolled back before (a
+retained manifest comes again at every reconnect, after its expiry too), changes nothing but
+the newest manifest accepted; then expiry, a version older than the running one, ``halt``
+(section 6.5), and last the rollout's eligibility (section 6.4, ``rollout``; the salt
+defaults to ``CHANNEL:VERSION`` with the version as PEP 440 normalises it). Every decision
+but a refusal or a replay carries the manifest as ``Seen``, for the updater to remember.
 
 Only decisions here, no I/O: the updater acts on them, and a fleet of stand-in devices can
 decide exactly as a device does.

@@ -14,18 +14,20 @@ is. The launcher's link ``current`` follows the record's active slot (``point``)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from gateway import statefile
 from gateway.firmware import slots, state
 from gateway.firmware.state import Record
+from gateway.statefile import Offload
+from gateway.wire import FirmwareState
 
 log = structlog.get_logger(__name__)
 
-Offload = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]
 Change = Callable[[Record], Record]
 
 
@@ -48,7 +50,8 @@ class Recorder:
         try:
             record = await asyncio.to_thread(state.load, self._dir)
         except ValueError as exc:
-            aside = await asyncio.to_thread(state.set_aside, self._dir)
+            aside = await asyncio.to_thread(statefile.set_aside, state.path_in(self._dir),
+                                            "unreadable")
             log.error("firmware.state_unreadable", error=str(exc), moved_to=str(aside))
             record = None
         if record is not None:
@@ -62,7 +65,7 @@ class Recorder:
         """Reports ``record`` (the record by default) without writing it."""
         self._publish(self.record if record is None else record)
 
-    async def enter(self, to: str, **changes: Any) -> Record:
+    async def enter(self, to: FirmwareState, **changes: Any) -> Record:
         """The record in state ``to`` (``Record.to``), written and reported."""
         return await self.set(lambda record: record.to(to, ts=self.now(), **changes))
 

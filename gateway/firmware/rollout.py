@@ -1,4 +1,5 @@
-"""Staged rollout, decided on the device and reproducible anywhere (SPEC section 5).
+"""Staged rollout, decided on the device and reproducible anywhere (docs/PROTOCOL.md
+section 6.4).
 
 A device's bucket is a hash of the release's salt and its id, so each release draws its own
 cohort (the salt defaults to ``CHANNEL:VERSION``), the same device always lands in the same

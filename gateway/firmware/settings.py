@@ -2,26 +2,18 @@
 what this process runs, fixed for its life.
 
 Both are plain values shared by the task's parts (the decisions, the job, the trial), so
-none of them reads the config or the environment itself; and the topics are spelled once,
-from the prefix, the channel and the device id.
+none of them reads the config or the environment itself. The topics come from
+``gateway.wire``, which the operator's ``release`` and ``rollout`` use too: a device and the
+tool that publishes its manifests cannot spell them differently.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway import wire
 from gateway.config.models import Config
 from gateway.firmware.download import Limits
-
-
-def manifest_topic(prefix: str, channel: str) -> str:
-    """The retained topic a channel's signed manifest is published on."""
-    return f"{prefix}/firmware/{channel}/manifest"
-
-
-def state_topic(prefix: str, device_id: str) -> str:
-    """The retained topic a device reports its firmware record on."""
-    return f"{prefix}/{device_id}/firmware/state"
 
 
 @dataclass(frozen=True)
@@ -51,12 +43,12 @@ class Settings:
     @property
     def manifest_topic(self) -> str:
         """The followed channel's manifest topic."""
-        return manifest_topic(self.topic_prefix, self.channel)
+        return wire.manifest_topic(self.topic_prefix, self.channel)
 
     @property
     def state_topic(self) -> str:
         """This device's firmware state topic."""
-        return state_topic(self.topic_prefix, self.device_id)
+        return wire.firmware_state_topic(self.topic_prefix, self.device_id)
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,16 @@ a ``kill -9`` or a power cut at any step leaves a record the next start can resu
 roll back with. The record also remembers, per channel, the newest manifest accepted (its
 ``issued_at``, version and whether it halted the release), so a manifest issued before it,
 replayed by anyone who can publish on the broker, is ignored after a restart too. The record
-is also the report: the retained ``P/D/firmware/state`` is its
-public part, published again at every start until the broker has it. ``active`` is the slot
-``state_dir/current`` must point at (None: the base install); the launcher makes the link
-follow it, so the link never disagrees with the record for long.
+is also the report: the retained ``P/D/firmware/state`` (docs/PROTOCOL.md section 3.6) is
+its public part, published again at every start until the broker has it. ``active`` is the
+slot ``state_dir/current`` must point at (None: the base install); the launcher makes the
+link follow it, so the link never disagrees with the record for long.
 
 Both sides of an update read this file: the stable launcher of the base install and the
 daemon of whichever release runs, older or newer. So it is plain JSON read tolerantly
-(unknown members are ignored), and this module imports only the standard library.
+(unknown members are ignored), its state words are the report's (``wire.FirmwareState``,
+written as the plain strings they are), and this module imports only the standard library
+besides ``gateway.statefile`` and ``gateway.wire``, which import nothing else.
 """
 
 from __future__ import annotations
@@ -24,22 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.statefile import write_atomic
+from gateway.wire import FirmwareState
 
-IDLE = "idle"
-DOWNLOADING = "downloading"
-VERIFYING = "verifying"
-INSTALLING = "installing"
-AWAITING_HEALTH = "awaiting_health"
-COMMITTED = "committed"
-ROLLED_BACK = "rolled_back"
-FAILED = "failed"
-NOT_ELIGIBLE = "not_eligible"
-
-STATES = frozenset({IDLE, DOWNLOADING, VERIFYING, INSTALLING, AWAITING_HEALTH, COMMITTED,
-                    ROLLED_BACK, FAILED, NOT_ELIGIBLE})
 # Work under way that a restart picks up again from ``release``.
-RESUMABLE = frozenset({DOWNLOADING, VERIFYING, INSTALLING})
+RESUMABLE = frozenset({FirmwareState.DOWNLOADING, FirmwareState.VERIFYING,
+                       FirmwareState.INSTALLING})
 SLOT_NAMES = ("a", "b")
+_WORDS = frozenset(FirmwareState)
 
 
 @dataclass(frozen=True)
@@ -78,7 +71,7 @@ class Record:
     """The firmware record: the update's state, the active slot, the release at work or
     on trial, and what is refused or was accepted per channel."""
 
-    state: str = IDLE
+    state: FirmwareState = FirmwareState.IDLE
     # The release this state is about (the running one once committed).
     version: str | None = None
     reason: str | None = None
@@ -92,7 +85,7 @@ class Record:
     # Per channel, the newest manifest accepted (absent from records of older releases).
     seen: dict[str, Seen] = field(default_factory=dict)
 
-    def to(self, state: str, **changes: Any) -> Record:
+    def to(self, state: FirmwareState, **changes: Any) -> Record:
         """The next state: what the caller does not give is cleared (reason, progress) or
         kept (version, active, release, trial, refused, seen)."""
         changes.setdefault("reason", None)
@@ -102,8 +95,8 @@ class Record:
     def rolled_back(self, reason: str) -> Record:
         """Back to the slot the trial came from; its version is not tried again."""
         assert self.trial is not None
-        return self.to(ROLLED_BACK, reason=reason, active=self.trial.previous, trial=None,
-                       release=None, refused=self.version)
+        return self.to(FirmwareState.ROLLED_BACK, reason=reason, active=self.trial.previous,
+                       trial=None, release=None, refused=self.version)
 
     def saw(self, channel: str, seen: Seen) -> Record:
         """The same record with ``seen`` as the channel's newest manifest."""
@@ -148,19 +141,21 @@ def _seen(raw: object) -> dict[str, Seen]:
 
 
 def decode(data: bytes) -> Record:
-    """Raises ValueError for anything but a record this code can act on."""
+    """The record ``data`` holds; ValueError for anything but a record this code can act
+    on."""
     try:
         raw = json.loads(data)
     except ValueError as exc:
         raise ValueError(f"unreadable firmware state: {exc}") from None
-    if not isinstance(raw, dict) or raw.get("state") not in STATES:
+    word = raw.get("state") if isinstance(raw, dict) else None
+    if not isinstance(word, str) or word not in _WORDS:
         raise ValueError("unreadable firmware state: not a firmware state record")
     try:
         release = raw.get("release")
         trial = raw.get("trial")
         progress = raw.get("progress")
         return Record(
-            state=raw["state"],
+            state=FirmwareState(word),
             version=_str(raw.get("version")),
             reason=_str(raw.get("reason")),
             progress=None if progress is None else float(progress),
@@ -191,14 +186,6 @@ def load(state_dir: Path) -> Record | None:
     except FileNotFoundError:
         return None
     return decode(data)
-
-
-def set_aside(state_dir: Path) -> Path:
-    """Moves an unreadable record out of the way (kept for a post-mortem)."""
-    path = path_in(state_dir)
-    aside = path.with_name(f"state.json.unreadable-{int(time.time())}")
-    path.replace(aside)
-    return aside
 
 
 def save(state_dir: Path, record: Record) -> None:

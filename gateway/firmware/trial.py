@@ -16,9 +16,10 @@ from collections.abc import Callable
 
 import structlog
 
-from gateway.firmware import health, state
+from gateway.firmware import health
 from gateway.firmware.recorder import Recorder
 from gateway.firmware.state import Trial
+from gateway.wire import FirmwareState
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +34,7 @@ async def judge(trial: Trial, recorder: Recorder, check: Check, timeout_s: float
     if problem is not None:
         await roll_back(recorder, f"not healthy within {timeout_s:g} s: {problem}")
         return False
-    await recorder.enter(state.COMMITTED, trial=None, release=None)
+    await recorder.enter(FirmwareState.COMMITTED, trial=None, release=None)
     log.info("firmware.committed", version=recorder.record.version, slot=trial.slot)
     return True
 

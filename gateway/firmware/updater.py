@@ -44,17 +44,18 @@ from typing import Any, Protocol
 
 import structlog
 
-from gateway.firmware import decisions, manifest, state, trial
+from gateway.firmware import decisions, manifest, trial
 from gateway.firmware.failure import Backoff, Failure
 from gateway.firmware.job import Install, Job
 from gateway.firmware.launcher import RESTART_EXIT as RESTART_EXIT  # what Host.restart exits
-from gateway.firmware.recorder import Offload, Recorder
+from gateway.firmware.recorder import Recorder
 from gateway.firmware.settings import Running as Running
 from gateway.firmware.settings import Settings as Settings
-from gateway.firmware.settings import manifest_topic as manifest_topic
-from gateway.firmware.settings import state_topic as state_topic
 from gateway.firmware.state import Record, Release, Seen, Trial
+from gateway.logthrottle import LogThrottle
+from gateway.statefile import Offload
 from gateway.trust.keys import Keyring
+from gateway.wire import FirmwareState
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +65,6 @@ INBOX_SIZE = 16
 # Set (with EDGE_GATEWAY_DEBUG_HOOKS=1) by tests only: the task stops for good on entering
 # this state, so a test can kill the process there.
 HOLD_ENV = "EDGE_GATEWAY_FIRMWARE_HOLD"
-LOG_INTERVAL_S = 60.0
 # After a transient failure: a minute, doubling to an hour (the loop's monotonic clock).
 RETRY = Backoff(60.0, 3600.0)
 
@@ -148,7 +148,9 @@ class Updater:
         # Set once a restart was asked for: nothing more happens in this process.
         self._restarting = False
         self._handling = asyncio.Lock()
-        self._logged_at: dict[str, float] = {}
+        # A refused manifest can come at any rate from anyone on the broker: one line a
+        # minute per reason.
+        self._refusals = LogThrottle()
 
     @property
     def record(self) -> Record:
@@ -194,7 +196,7 @@ class Updater:
                 self._pending = None
                 if (self._work or self._retry) is not None and not self._busy():
                     await self._stop_work()
-                    await self._recorder.enter(state.IDLE, release=None,
+                    await self._recorder.enter(FirmwareState.IDLE, release=None,
                                                reason=f"now following {settings.channel}")
 
     async def handle(self, message: Message) -> None:
@@ -240,13 +242,13 @@ class Updater:
             case decisions.Halt(version):
                 await self._stop_work()
                 await self._job.clear()
-                await self._recorder.enter(state.IDLE, version=version, reason="halted",
+                await self._recorder.enter(FirmwareState.IDLE, version=version, reason="halted",
                                            release=None)
                 log.info("firmware.halted", version=version)
             case decisions.NotEligible(version, enter):
                 await self._stop_work()
                 if enter:
-                    await self._recorder.enter(state.NOT_ELIGIBLE, version=version,
+                    await self._recorder.enter(FirmwareState.NOT_ELIGIBLE, version=version,
                                                release=None)
             case decisions.Refuse(reason, version):
                 await self._stop_work()
@@ -257,12 +259,10 @@ class Updater:
 
     def _refused(self, reason: str, version: str | None) -> None:
         """Reported, not recorded: a refused manifest changes nothing."""
-        now = self._clock()
-        self._recorder.publish(Record(state.FAILED, version=version, reason=reason, ts=now))
-        last = self._logged_at.get(reason)
-        if last is None or now - last >= LOG_INTERVAL_S:
-            self._logged_at[reason] = now
-            log.warning("firmware.refused", version=version, reason=reason)
+        self._recorder.publish(Record(FirmwareState.FAILED, version=version, reason=reason,
+                                      ts=self._clock()))
+        if (extra := self._refusals.admit(reason)) is not None:
+            log.warning("firmware.refused", version=version, reason=reason, **extra)
 
     async def _decide_pending(self) -> None:
         """A manifest that waited for the install or trial to end."""
@@ -323,7 +323,7 @@ class Updater:
         the same when the record cannot be written (the record on disk resumes the release
         at the next start, which fails the same way or goes on)."""
         await self._recorder.keep(lambda record: record.to(
-            state.FAILED, ts=self._clock(), version=version, reason=reason, release=None,
+            FirmwareState.FAILED, ts=self._clock(), version=version, reason=reason, release=None,
             refused=version if refuse else record.refused))
 
     async def _retry_later(self, retry: _Retry, delay: float) -> None:

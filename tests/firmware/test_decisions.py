@@ -3,7 +3,7 @@ manifest ``manifest.decide`` accepted does given the work under way."""
 
 from __future__ import annotations
 
-from gateway.firmware import decisions, manifest, state
+from gateway.firmware import decisions, manifest
 from gateway.firmware.decisions import (
     Enter,
     Halt,
@@ -19,6 +19,7 @@ from gateway.firmware.decisions import (
 from gateway.firmware.download import Limits
 from gateway.firmware.settings import Running, Settings
 from gateway.firmware.state import Record, Release, Seen, Trial
+from gateway.wire import FirmwareState
 
 SETTINGS = Settings("dev-1", "gw", "stable", 10, 3, 1, Limits(), 0)
 LAUNCHED = Running("1.0", "a", launched=True)
@@ -29,7 +30,7 @@ SEEN = Seen(1000.0, "2.0")
 
 def test_at_start_a_trial_is_judged_by_the_slot_on_trial_only() -> None:
     trial = Trial("b", "a", 1, 3)
-    record = Record(state.AWAITING_HEALTH, version="2.0", active="b", trial=trial)
+    record = Record(FirmwareState.AWAITING_HEALTH, version="2.0", active="b", trial=trial)
     assert decisions.on_start(record, SETTINGS, Running("2.0", "b", launched=True)) == Judge(
         trial)
     assert decisions.on_start(record, SETTINGS, Running("1.0", "b", launched=False)) == RollBack(
@@ -37,22 +38,22 @@ def test_at_start_a_trial_is_judged_by_the_slot_on_trial_only() -> None:
 
 
 def test_at_start_work_is_resumed_only_when_it_still_may_go_on() -> None:
-    downloading = Record(state.DOWNLOADING, version="2.0", release=RELEASE)
+    downloading = Record(FirmwareState.DOWNLOADING, version="2.0", release=RELEASE)
     assert decisions.on_start(downloading, SETTINGS, LAUNCHED) == Resume(RELEASE)
     assert decisions.on_start(downloading, SETTINGS, BY_HAND) == Enter(
-        state.FAILED, f"cannot activate: {decisions.LAUNCHER_NEEDED}")
+        FirmwareState.FAILED, f"cannot activate: {decisions.LAUNCHER_NEEDED}")
     halted = downloading.saw("stable", Seen(1000.0, "2.0", halted=True))
-    assert decisions.on_start(halted, SETTINGS, LAUNCHED) == Enter(state.IDLE, "halted")
-    refused = Record(state.INSTALLING, version="2.0", release=RELEASE, refused="2.0")
-    assert decisions.on_start(refused, SETTINGS, LAUNCHED) == Enter(state.IDLE)
-    assert decisions.on_start(Record(state.COMMITTED), SETTINGS, LAUNCHED) is None
+    assert decisions.on_start(halted, SETTINGS, LAUNCHED) == Enter(FirmwareState.IDLE, "halted")
+    refused = Record(FirmwareState.INSTALLING, version="2.0", release=RELEASE, refused="2.0")
+    assert decisions.on_start(refused, SETTINGS, LAUNCHED) == Enter(FirmwareState.IDLE)
+    assert decisions.on_start(Record(FirmwareState.COMMITTED), SETTINGS, LAUNCHED) is None
 
 
 def test_a_manifest_waits_while_a_release_installs_or_is_on_trial() -> None:
     act = manifest.Act(RELEASE, SEEN)
-    on_trial = Record(state.AWAITING_HEALTH)
+    on_trial = Record(FirmwareState.AWAITING_HEALTH)
     assert decisions.on_manifest(act, on_trial, Work(), False, LAUNCHED) == Wait()
-    installing = Record(state.INSTALLING, release=RELEASE)
+    installing = Record(FirmwareState.INSTALLING, release=RELEASE)
     assert decisions.on_manifest(act, installing, Work(RELEASE), True, LAUNCHED) == Wait()
     # A record left installing by a process that is gone: nothing installs now.
     assert decisions.on_manifest(act, installing, Work(), False, LAUNCHED) == Start(RELEASE)
@@ -75,7 +76,7 @@ def test_not_eligible_is_entered_once() -> None:
     verdict = manifest.NotEligible("2.0", SEEN)
     assert decisions.on_manifest(verdict, Record(), Work(), False, LAUNCHED) == NotEligible(
         "2.0", enter=True)
-    already = Record(state.NOT_ELIGIBLE, version="2.0")
+    already = Record(FirmwareState.NOT_ELIGIBLE, version="2.0")
     assert decisions.on_manifest(verdict, already, Work(), False, LAUNCHED) == NotEligible(
         "2.0", enter=False)
 

@@ -10,6 +10,7 @@ import os
 import tarfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,10 @@ from gateway.firmware import launcher, manifest, slots, space, state
 from gateway.firmware.bundle import BundleError, unpack
 from gateway.firmware.download import Download, DownloadError, Stopped
 from gateway.firmware.install import Installer, InstallError
+from gateway.firmware.recorder import Recorder
 from gateway.firmware.state import Release
 from gateway.trust.keys import Keyring
+from gateway.wire import FirmwareState
 
 # -- the bundle ------------------------------------------------------------------------
 
@@ -267,7 +270,7 @@ def make_slot(state_dir: Path, slot: str) -> None:
 
 
 def trial(boots: int, previous: str | None = None) -> state.Record:
-    return state.Record(state.AWAITING_HEALTH, version="2.0", active="b",
+    return state.Record(FirmwareState.AWAITING_HEALTH, version="2.0", active="b",
                         trial=state.Trial("b", previous, boots, 3))
 
 
@@ -286,7 +289,7 @@ def test_the_launcher_counts_trial_starts_then_goes_back(tmp_path: Path) -> None
     record = state.load(tmp_path)
     assert record is not None
     assert (record.state, record.reason, record.active, record.refused, record.trial) == (
-        state.ROLLED_BACK, "did not come up 3 times", "a", "2.0", None)
+        FirmwareState.ROLLED_BACK, "did not come up 3 times", "a", "2.0", None)
     assert slots.pointed(tmp_path) == "a"
     assert said[-1] == "2.0 in slot b did not come up 3 times: back to slot a"
     # Rolled back, it stays so.
@@ -301,7 +304,8 @@ def test_the_launcher_goes_back_to_the_base_install(tmp_path: Path) -> None:
     assert launcher.prepare(tmp_path, said.append) is None
     record = state.load(tmp_path)
     assert record is not None
-    assert (record.state, record.reason) == (state.ROLLED_BACK, "slot b has no edge-gateway")
+    assert (record.state, record.reason) == (FirmwareState.ROLLED_BACK,
+                                             "slot b has no edge-gateway")
     assert slots.pointed(tmp_path) is None
     assert not slots.current_link(tmp_path).is_symlink()
 
@@ -316,7 +320,7 @@ def test_an_unreadable_record_or_none_runs_the_base_install(tmp_path: Path) -> N
     state.path_in(tmp_path).write_text("{not json")
     assert launcher.prepare(tmp_path, said.append) is None
     assert said[-1].startswith("unreadable firmware state: ")
-    state.save(tmp_path, state.Record(state.COMMITTED, version="2.0", active="b"))
+    state.save(tmp_path, state.Record(FirmwareState.COMMITTED, version="2.0", active="b"))
     assert launcher.prepare(tmp_path, said.append) is None  # b is not there
     assert said[-1] == "slot b has no edge-gateway: running the base install"
 
@@ -367,6 +371,40 @@ def test_the_record_reads_what_a_newer_release_adds_and_refuses_garbage() -> Non
                 {**raw, "seen": [1]}, {**raw, "seen": {"stable": {"version": "2.0"}}}, [raw]):
         with pytest.raises(ValueError, match=r"^unreadable firmware state: "):
             state.decode(json.dumps(bad).encode())
+
+
+# A record as releases before the state words came from gateway.wire wrote it.
+WRITTEN_BEFORE = (
+    b'{\n "format": 1,\n "state": "awaiting_health",\n "version": "2.0",\n "reason": null,\n'
+    b' "progress": null,\n "ts": 1700000000.0,\n "active": "b",\n "release": null,\n'
+    b' "trial": {\n  "slot": "b",\n  "previous": "a",\n  "boots": 1,\n  "max_boots": 3,\n'
+    b'  "excused": [\n   "x"\n  ]\n },\n "refused": "1.5",\n "seen": {\n  "stable": {\n'
+    b'   "issued_at": 1600000000.0,\n   "version": "2.0",\n   "halted": true\n  }\n }\n}')
+
+
+def test_a_record_written_before_reads_and_writes_back_the_same_bytes() -> None:
+    record = state.decode(WRITTEN_BEFORE)
+    assert record.state is FirmwareState.AWAITING_HEALTH
+    assert record.encode() == WRITTEN_BEFORE
+    assert record.report() == (b'{"version":"2.0","state":"awaiting_health","reason":null,'
+                               b'"progress":null,"ts":1700000000.0}')
+
+
+def test_an_unreadable_record_is_set_aside_and_the_task_starts_afresh(tmp_path: Path) -> None:
+    path = state.path_in(tmp_path)
+    path.parent.mkdir()
+    path.write_text('{"state": "exploded"}')
+
+    async def offload(fn: Callable[[], None]) -> None:
+        fn()
+
+    fresh = state.Record(active="a")
+    recorder = Recorder(tmp_path, fresh, lambda record: None, offload, time.time, None)
+    asyncio.run(recorder.load())
+    assert recorder.record == fresh
+    [aside] = path.parent.iterdir()
+    assert aside.name.startswith("state.json.unreadable-")
+    assert aside.read_text() == '{"state": "exploded"}'
 
 
 # -- the manifest rules ----------------------------------------------------------------

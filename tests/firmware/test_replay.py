@@ -26,6 +26,7 @@ from gateway.firmware.download import Limits
 from gateway.firmware.failure import Backoff, Failure
 from gateway.firmware.state import Release, Seen
 from gateway.trust.keys import Keyring
+from gateway.wire import FirmwareState
 
 CHANNEL = "stable"
 RUNNING = "0.3.14"
@@ -273,7 +274,7 @@ def test_a_transient_failure_is_tried_again_after_a_growing_backoff(tmp_path: Pa
         failed = [r for r in device.host.reports if r["state"] == "failed"]
         assert [r["reason"] for r in failed] == [killed.reason] * 2
         record = device.record()
-        assert (record.state, record.refused) == (state.AWAITING_HEALTH, None)
+        assert (record.state, record.refused) == (FirmwareState.AWAITING_HEALTH, None)
 
     try:
         asyncio.run(scenario())
