@@ -23,6 +23,7 @@ from helpers import (
     device_config,
     free_port,
     retained,
+    retained_snapshot,
     wait_for_port,
     write_config,
 )
@@ -197,8 +198,7 @@ def test_an_invalid_fragment_exits_2_with_its_line_and_publishes_nothing(
         f"{update}:7: sensors.0.interval_s: Input should be greater than 0",
         f"{update}:8: bogus: unknown key",
     ]
-    with pytest.raises(queue.Empty):
-        retained(mqtt.port, "gw/nobody/config/set", timeout=1)
+    assert retained_snapshot(mqtt.port, "gw/nobody/config/set") == {}
 
     update = fragment(tmp_path, "heartbeat: {interval_s: 5}\ngroups: [line-b]\n"
                       "device_id: other\n")
@@ -208,8 +208,7 @@ def test_an_invalid_fragment_exits_2_with_its_line_and_publishes_nothing(
         f"{update}:3: device_id: cannot be set remotely",
         f"{update}:2: groups: cannot be set by a group update (a device's own update can)",
     ]
-    with pytest.raises(queue.Empty):
-        retained(mqtt.port, "gw/group/line-a/config/set", timeout=1)
+    assert retained_snapshot(mqtt.port, "gw/group/line-a/config/set") == {}
 
     broken = fragment(tmp_path, "heartbeat:\n  interval_s: [\n", "broken.yaml")
     result = push(mqtt, keys, broken, "--device", "nobody", version=1)
