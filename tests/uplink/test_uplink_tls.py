@@ -37,7 +37,7 @@ def tls_broker(tmp_path: Path, pki: Pki) -> Iterator[TlsBroker]:
     try:
         yield broker
     finally:
-        broker.stop()
+        broker.kill()
 
 
 def tls_config(broker: TlsBroker, tmp_path: Path, ca: Path, client: Cert | None) -> Path:
