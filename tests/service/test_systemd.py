@@ -16,6 +16,7 @@ looked for in ``$SYSTEMD_SANDBOX``, ``../shared/tools/`` beside the repository,
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -108,10 +109,21 @@ def until(condition: Callable[[], Any], what: str, timeout: float = 20.0) -> Any
     return result
 
 
-def build_wheels(into: Path) -> None:
-    """Wheels of everything install.sh's pip needs: the dependencies and the build system."""
+def build_wheels(into: Path, cache: Path | None = None) -> None:
+    """Wheels of everything install.sh's pip needs: the dependencies and the build system;
+    with a ``cache`` (pytest's), built there once per requirement list and Python."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     requirements = [*project["project"]["dependencies"], *project["build-system"]["requires"]]
+    if cache is not None:
+        key = hashlib.sha256(json.dumps([sorted(requirements), sys.version,
+                                         sys.platform]).encode()).hexdigest()[:16]
+        built = cache / f"wheels-{key}"
+        if not (built / ".complete").exists():
+            shutil.rmtree(built, ignore_errors=True)
+            build_wheels(built)
+            (built / ".complete").touch()
+        shutil.copytree(built, into, ignore=shutil.ignore_patterns(".complete"))
+        return
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
          "-w", str(into), *requirements],
@@ -130,7 +142,7 @@ def demo_config() -> str:
 
 
 @pytest.fixture(scope="module")
-def box() -> Iterator[Sandbox]:
+def box(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
     if os.geteuid() != 0:
         pytest.skip("needs root: systemd-sandbox boots systemd as PID 1 in new namespaces")
     tool = find_tool()
@@ -141,7 +153,7 @@ def box() -> Iterator[Sandbox]:
     work = Path(tempfile.mkdtemp(prefix="edge-gateway-systemd-", dir="/var/tmp"))
     work.chmod(0o755)
     try:
-        build_wheels(work / "wheels")
+        build_wheels(work / "wheels", request.config.cache.mkdir("systemd-wheels"))
         (work / "gateway.yaml").write_text(demo_config())
         (work / "mosquitto.conf").write_text(
             f"listener {BROKER_PORT} 127.0.0.1\nallow_anonymous true\npersistence false\n"
