@@ -8,7 +8,7 @@ import shutil
 from typing import Any
 
 from conftest import SENSORS, Device, gaps
-from helpers import Broker
+from helpers import Broker, write_config
 from nacl.signing import SigningKey
 from signing import clear_retained, public_hex
 
@@ -134,6 +134,9 @@ def test_group_and_device_layers_in_either_order(mqtt: Broker, tmp_path: Any,
 
 
 def test_sensor_that_cannot_initialise_is_rolled_back(device: Device) -> None:
+    # The rollback comes at the apply timeout: 1 s, not 3.
+    device.settings["remote_config"]["apply_timeout_s"] = 1
+    write_config(device.path, device.settings)
     device.start()
     dead = {**EXTRA, "name": "dead", "sim": {"unplugged": True}}
     device.push(1, {"sensors": [*SENSORS, dead]})
@@ -148,6 +151,9 @@ def test_sensor_that_cannot_initialise_is_rolled_back(device: Device) -> None:
 
 
 def test_dead_broker_is_rolled_back(device: Device) -> None:
+    # The rollback comes at the apply timeout: 1 s, not 3.
+    device.settings["remote_config"]["apply_timeout_s"] = 1
+    write_config(device.path, device.settings)
     device.start()
     mqtt = {**device.settings["mqtt"], "brokers": ["mqtt://127.0.0.1:9"]}
     device.push(1, {"mqtt": mqtt})
