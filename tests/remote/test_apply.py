@@ -31,7 +31,7 @@ def check_part_by_part(device: Device, pid: int, reconnects: int) -> None:
     """After the change: the new sensor publishes, the slowed one slowed, the untouched
     one never paused, nothing restarted or reconnected."""
     device.wait_for(lambda m: m.topic.endswith("/telemetry/extra"))
-    assert rate(device, "room", 2.0) <= 6  # was 20/s at 0.05 s
+    assert rate(device, "room", 1.0) <= 4  # was 20/s at 0.05 s
     assert rate(device, "hall", 1.0) >= 10
     assert gaps(device.seqs["room"]) == []
     assert gaps(device.seqs["hall"]) == []
