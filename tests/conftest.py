@@ -14,4 +14,4 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     try:
         yield broker
     finally:
-        broker.stop()
+        broker.kill()

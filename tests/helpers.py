@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,18 +108,32 @@ def collect(sub: Subscriber, want: Callable[[Received], bool], topics: set[str],
     return got
 
 
-def retained_snapshot(port: int, topic_filter: str, quiet_s: float = 1.0) -> dict[str, bytes]:
+def retained_snapshot(port: int, topic_filter: str, timeout: float = 10.0) -> dict[str, bytes]:
     """What the broker holds retained under ``topic_filter`` (messages published while
-    we look are left out)."""
-    sub = Subscriber(port, topic_filter)
+    we look are left out).
+
+    The broker sends a new subscription's retained messages when it takes the SUBSCRIBE,
+    so a marker published to the same subscriber afterwards arrives after all of them: the
+    snapshot ends at the marker, with no quiet period to wait out."""
+    marker = f"test/snapshot/{uuid.uuid4().hex}"
+    sub = Subscriber(port, topic_filter, ("-t", marker))
     got: dict[str, bytes] = {}
+    deadline = time.monotonic() + timeout
     try:
         while True:
-            message = sub.get(quiet_s)
-            if message.retained:
-                got[message.topic] = message.payload
-    except queue.Empty:
-        return got
+            # Until the subscription is in place, a marker reaches no one: send again.
+            subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", marker,
+                            "-q", "1", "-m", "end"], check=True, timeout=10)
+            try:
+                while True:
+                    message = sub.get(0.05)
+                    if message.topic == marker:
+                        return got
+                    if message.retained:
+                        got[message.topic] = message.payload
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no snapshot of {topic_filter}") from None
     finally:
         sub.close()
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import queue
+import json
 import signal
 import time
 from pathlib import Path
 
-from helpers import Broker, DaemonProcess, Subscriber, device_config, retained, write_config
+from helpers import (
+    Broker,
+    DaemonProcess,
+    Subscriber,
+    device_config,
+    retained,
+    retained_snapshot,
+    write_config,
+)
 
 TELEMETRY = "gw/dev-1/telemetry/room"
 STATUS = "gw/dev-1/status"
@@ -24,15 +32,11 @@ def telemetry(sub: Subscriber, count: int, topic: str = TELEMETRY) -> list[dict[
 def wait_online(port: int, boot_id: str | None = None) -> dict[str, object]:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        try:
-            message = retained(port, STATUS, timeout=1)
-        except queue.Empty:
-            continue  # nothing retained yet
-        status = message.json()
-        # A live (not retained) message only means we subscribed first; ask again.
-        fresh = boot_id in (None, status["boot_id"])
-        if message.retained and status["state"] == "online" and fresh:
-            return dict(status)
+        payload = retained_snapshot(port, STATUS).get(STATUS)
+        if payload is not None:
+            status = json.loads(payload)
+            if status["state"] == "online" and boot_id in (None, status["boot_id"]):
+                return dict(status)
         time.sleep(0.1)
     raise AssertionError("device never came online")
 

@@ -87,8 +87,7 @@ class Session:
             self._client.set_auth_credentials(self._broker.username, password)
         try:
             async with asyncio.timeout(ACK_TIMEOUT_S):
-                await self._client.connect(url.host, url.port, ssl=context, keepalive=KEEPALIVE_S,
-                                           version=MQTTv50)
+                answered = await self._connect(context)
         except TimeoutError:
             reason = self._client.lost_reason()
             await self._close()
@@ -100,7 +99,31 @@ class Session:
         except Exception as exc:  # gmqtt's refusal of the CONNECT (not authorised, say)
             await self._close()
             raise BrokerError(f"{url} refused the connection: {exc}") from None
+        if not answered:
+            # A TLS broker that wants a client certificate hangs up after the handshake.
+            reason = self._client.lost_reason()
+            await self._close()
+            raise BrokerError(f"{url} closed the connection before answering"
+                              + (f" ({reason})" if reason else ""))
         return self
+
+    async def _connect(self, tls: ssl.SSLContext | bool) -> bool:
+        """CONNECT and wait for CONNACK: True once answered, False as soon as the broker
+        closes the connection instead (rather than at the timeout)."""
+        url = self._url
+        connecting = asyncio.ensure_future(self._client.connect(
+            url.host, url.port, ssl=tls, keepalive=KEEPALIVE_S, version=MQTTv50))
+        watching = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({connecting, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (connecting, watching):
+                task.cancel()
+            await asyncio.wait({connecting, watching})
+        if connecting.cancelled():
+            return False
+        connecting.result()  # connected, or why not
+        return True
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._close()

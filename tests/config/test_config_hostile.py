@@ -55,32 +55,36 @@ class Measured:
         self.code, self.stderr, self.max_rss = code, stderr, max_rss
 
 
-# The child caps its own address space before it becomes check-config, so that a
-# regression fails the test with a MemoryError instead of taking the machine down.
-LAUNCH = (
-    "import os, resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
-    "os.execv(sys.executable, [sys.executable, '-m', 'gateway', *sys.argv[1:]])"
-)
+# check-config runs as a grandchild, forked from a fresh interpreter: the peak RSS the
+# kernel counts for a process includes that of the one it was forked from, and this one
+# (pytest, after hundreds of tests) may be past the bound already. The grandchild caps
+# its own address space, so that a regression fails the test with a MemoryError instead
+# of taking the machine down; the launcher prints its peak RSS and exits with its code.
+LAUNCH = """
+import os, resource, sys
+pid = os.fork()
+if pid == 0:
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    os.execv(sys.executable, [sys.executable, "-m", "gateway", *sys.argv[1:]])
+_, status, usage = os.wait4(pid, 0)
+print(usage.ru_maxrss)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
 def check_config_measured(path: Path | str, timeout: float = 60.0) -> Measured:
     """``edge-gateway check-config`` as a process, with the peak RSS the kernel counted."""
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "check-config", str(path)],
-                                stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                raise AssertionError(f"check-config {path} still running after {timeout} s")
-            time.sleep(0.01)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        return Measured(proc.returncode, err.read().decode(), usage.ru_maxrss * 1024)
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "check-config", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError(f"check-config {path} still running after {timeout} s") from None
+    return Measured(proc.returncode, err.decode(), int(out) * 1024)
 
 
 @pytest.mark.parametrize("name", ["alias bomb", "5000 nested brackets"])
@@ -248,7 +252,8 @@ def assert_clean_verdict(path: Path) -> None:
         assert lines == []
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# About 30 documents of each of the six families; the targeted cases are HOSTILE's, above.
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents)
 def test_random_and_mutated_text_gets_a_clean_verdict(document: str) -> None:
     with tempfile.TemporaryDirectory() as scratch:

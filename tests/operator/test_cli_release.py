@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import Broker, Subscriber, free_port, retained
+from helpers import Broker, free_port, retained, retained_snapshot
 
 from gateway.firmware.rollout import eligible
 from gateway.trust.envelope import verify
@@ -95,14 +94,7 @@ def test_salt_halt_ttl_prefix_and_a_normalised_version(
 
 
 def nothing_retained(broker: Broker, topic: str = TOPIC) -> bool:
-    sub = Subscriber(broker.port, topic)
-    try:
-        sub.get(1.0)
-    except queue.Empty:
-        return True
-    finally:
-        sub.close()
-    return False
+    return retained_snapshot(broker.port, topic) == {}
 
 
 @pytest.mark.parametrize(("change", "message"), [

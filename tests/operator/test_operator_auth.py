@@ -168,6 +168,9 @@ def test_without_a_client_certificate_the_broker_hangs_up(broker: AuthBroker, op
                  "--username", "ops", "--password-file", "password", "--ca-file", "pki/ca.crt",
                  cwd=ops)
     assert (result.returncode, result.stdout, result.stderr.count("\n")) == (1, "", 1)
+    # At once, not at the CONNACK timeout.
+    assert result.stderr.startswith(
+        f"edge-gateway: {broker.tls_url} closed the connection before answering"), result.stderr
 
 
 @pytest.mark.parametrize(("args", "file", "message"), [

@@ -8,7 +8,7 @@ import shutil
 from typing import Any
 
 from conftest import SENSORS, Device, gaps
-from helpers import Broker
+from helpers import Broker, write_config
 from nacl.signing import SigningKey
 from signing import clear_retained, public_hex
 
@@ -31,7 +31,7 @@ def check_part_by_part(device: Device, pid: int, reconnects: int) -> None:
     """After the change: the new sensor publishes, the slowed one slowed, the untouched
     one never paused, nothing restarted or reconnected."""
     device.wait_for(lambda m: m.topic.endswith("/telemetry/extra"))
-    assert rate(device, "room", 2.0) <= 6  # was 20/s at 0.05 s
+    assert rate(device, "room", 1.0) <= 4  # was 20/s at 0.05 s
     assert rate(device, "hall", 1.0) >= 10
     assert gaps(device.seqs["room"]) == []
     assert gaps(device.seqs["hall"]) == []
@@ -67,7 +67,8 @@ def test_sighup_keeps_remote_layers_on_top(device: Device) -> None:
     device.push(1, {"heartbeat": {"interval_s": 2}})
     assert device.next_state()["status"] == "applied"
     device.reload(sensors=[SENSORS[0]])
-    device.drain(1.5)
+    device.wait_for(lambda m: m.topic.endswith("/heartbeat")
+                    and set(m.json()["sensors"]) == {"room"})
     shown = device.show()
     assert shown["origins"]["heartbeat"] == "device v1"
     assert [s["name"] for s in shown["config"]["sensors"]] == ["room"]
@@ -133,22 +134,26 @@ def test_group_and_device_layers_in_either_order(mqtt: Broker, tmp_path: Any,
 
 
 def test_sensor_that_cannot_initialise_is_rolled_back(device: Device) -> None:
+    # The rollback comes at the apply timeout: 1 s, not 3.
+    device.settings["remote_config"]["apply_timeout_s"] = 1
+    write_config(device.path, device.settings)
     device.start()
     dead = {**EXTRA, "name": "dead", "sim": {"unplugged": True}}
     device.push(1, {"sensors": [*SENSORS, dead]})
     state = device.next_state()
     assert state["status"] == "rolled_back"
     assert "dead" in state["reason"]
-    device.drain(1.0)
+    device.heartbeat()  # one begun before the rollback may still name the dead sensor
     beat = device.heartbeat()
     assert set(beat["sensors"]) == {"room", "hall"}
     assert beat["config_version"] == {}
-    count = len(device.seqs["room"])
-    device.drain(1.0)
-    assert len(device.seqs["room"]) > count
+    device.wait_for(lambda m: m.topic.endswith("/telemetry/room"))  # and goes on publishing
 
 
 def test_dead_broker_is_rolled_back(device: Device) -> None:
+    # The rollback comes at the apply timeout: 1 s, not 3.
+    device.settings["remote_config"]["apply_timeout_s"] = 1
+    write_config(device.path, device.settings)
     device.start()
     mqtt = {**device.settings["mqtt"], "brokers": ["mqtt://127.0.0.1:9"]}
     device.push(1, {"mqtt": mqtt})
@@ -156,8 +161,8 @@ def test_dead_broker_is_rolled_back(device: Device) -> None:
     assert state["status"] == "rolled_back"
     assert "broker" in state["reason"]
     count = len(device.seqs["room"])
-    device.drain(1.5)
-    assert len(device.seqs["room"]) > count
+    device.wait_for(lambda m: m.topic.endswith("/telemetry/room")
+                    and len(device.seqs["room"]) >= count + 5)
     assert gaps(device.seqs["room"]) == []
 
 

@@ -7,12 +7,15 @@ from pathlib import Path
 from conftest import SENSORS, Device
 from helpers import Broker, Subscriber, collect, retained_snapshot
 from nacl.signing import SigningKey
+from signing import public_hex
 
 
 def test_remote_updates_and_rollbacks_keep_the_entities_in_step(
     mqtt: Broker, tmp_path: Path, key: SigningKey
 ) -> None:
-    device = Device(mqtt, tmp_path, key, home_assistant={"enabled": True})
+    # The rollback below comes at the apply timeout: 1 s, not 3.
+    device = Device(mqtt, tmp_path, key, home_assistant={"enabled": True},
+                    remote_config={"trusted_keys": [public_hex(key)], "apply_timeout_s": 1})
     prefix = f"homeassistant/sensor/{device.id}"
 
     def entities(sensor: str, *quantities: str) -> set[str]:

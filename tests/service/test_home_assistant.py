@@ -81,6 +81,11 @@ def demo_config(broker: Broker, tmp_path: Path) -> Path:
     settings["state_dir"] = str(tmp_path / "state")
     settings["mqtt"]["brokers"] = [broker.url]
     settings["heartbeat"]["interval_s"] = 1
+    # The demo's slow sensors ten times faster (the batch of five from 10 s to 1 s): the
+    # same entities and messages, sooner.
+    for sensor in settings["sensors"]:
+        if sensor["interval_s"] >= 1:
+            sensor["interval_s"] /= 10
     settings["logging"] = {"level": "debug", "format": "json"}
     settings["home_assistant"] = {"enabled": True}
     return write_config(tmp_path / "demo.yaml", settings)
@@ -277,15 +282,12 @@ def test_home_assistant_birth_makes_the_daemon_publish_again(
         while not any(e.get("event") == "uplink.connected" for e in daemon.events()):
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        # Another prefix's birth, and this one's will, are not ours to answer.
-        mosquitto_pub(broker.port, "homeassistant/status", "online")
-        mosquitto_pub(broker.port, f"{prefix}/status", "offline")
-        time.sleep(2)  # longer than the daemon's random delay before answering
+        # Which births are answered (not another prefix's, not this one's will) is held in
+        # process by test_birth.py; here, that the daemon answers one through the broker.
         mosquitto_pub(broker.port, f"{prefix}/status", "online")
-        again = [sub.get() for _ in range(2 + len(topics))]
-        assert [(m.topic, m.payload) for m in again[:2]] == [
-            (f"{prefix}/status", b"offline"), (f"{prefix}/status", b"online")]
-        assert {m.topic: m.payload for m in again[2:]} == published
+        again = [sub.get() for _ in range(1 + len(topics))]
+        assert (again[0].topic, again[0].payload) == (f"{prefix}/status", b"online")
+        assert {m.topic: m.payload for m in again[1:]} == published
         assert sum(e.get("event") == "home_assistant.birth" for e in daemon.events()) == 1
         assert daemon.stop() == 0
     finally:

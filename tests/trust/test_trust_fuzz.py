@@ -37,7 +37,7 @@ ENVELOPE_REASONS = {
 }
 
 # Drawn from fixed samples rather than built recursively: hypothesis spends its time on
-# drawing, and ten thousand examples must stay well under a minute.
+# drawing, and the examples must stay within seconds.
 JSON_SAMPLES: list[Any] = [
     None, True, False, 0, -1, 1, 7, 2**70, 1.5, -0.0, 1e308, float("nan"), "", "x", "Ed25519",
     "config", "firmware", "é", "\ud800", [], {}, [1, [2, [3]]], {"a": {"b": None}},
@@ -167,7 +167,9 @@ inputs = (
 def test_verifier_answers_only_rejected_or_a_genuinely_signed_payload() -> None:
     seen: Counter[str] = Counter()
 
-    @settings(max_examples=10_000, deadline=None, database=None,
+    # The rarest reason ("too large") comes about 3 to 13 times per thousand examples:
+    # 3000 reach every reason all but certainly, as 10 000 did, in a third of the time.
+    @settings(max_examples=3000, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(inputs)
     def check(data: bytes) -> None:

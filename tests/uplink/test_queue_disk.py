@@ -102,7 +102,9 @@ def test_queued_messages_survive_kill_9_and_arrive_in_order(
 
         proxy.refuse = True  # the broker goes away for the daemon
         proxy.cut()
-        arrivals.drain(2.5)  # the daemon queues, and spills
+        # The daemon queues, and spills: until ten of each sensor are on disk.
+        arrivals.pump(lambda: all(len(on_disk(state / "queue.db")[s]) >= 10 for s in SENSORS),
+                      20, "the spill")
         assert daemon.proc.poll() is None, daemon.log()
         disk = on_disk(state / "queue.db")
         daemon.kill()  # SIGKILL: no flush, no close

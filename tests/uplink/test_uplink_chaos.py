@@ -1,13 +1,17 @@
-"""Chaos: 200 msg/s for 60 s while the broker is stopped and restarted 10 times.
+"""Chaos: 200 msg/s for 16 s while the broker is stopped and restarted 4 times.
 
 In this process: a MessageQueue (memory tier plus the SQLite spill tier, so outages
 exercise spilling, rewinds and reloads) and an Uplink, fed by a producer that puts
 200 telemetry messages per second from four sensors, each with its own ``seq``
-(``gateway.pipeline.codec.telemetry``). Ten times the broker is stopped, stays down for 0.3 to
-1.5 s, and comes back on the same port: every other stop at a random moment, the next
+(``gateway.pipeline.codec.telemetry``). Four times the broker is stopped, stays down for 0.3
+to 1.5 s, and comes back on the same port: every other stop at a random moment, the next
 one as soon as the uplink has reconnected and is draining the backlog, with publishes
 in flight (disk rows and memory messages alike). At the end every (sensor, seq) must
 have reached the subscriber at least once; duplicates are counted and reported.
+
+Two pairs of stops, each kind twice: a loss must hold at every stop, so further stops
+would repeat the same two cases at 6 s each (the queue's rewind and resend are tested
+in process in ``test_queue.py``).
 
 Why the broker is stopped with SIGTERM, with persistence, and not SIGKILL: the test
 must blame only the gateway for a lost message. The subscriber is a persistent
@@ -44,8 +48,8 @@ from gateway.uplink.queue import Message, MessageQueue
 from gateway.uplink.supervisor import Identity, Uplink
 
 RATE = 200  # messages per second, all sensors together
-DURATION_S = 60.0
-RESTARTS = 10
+DURATION_S = 16.0
+RESTARTS = 4
 SENSORS = ("s0", "s1", "s2", "s3")
 PREFIX = "gw/chaos/telemetry/"
 SUBSCRIBER_ID = "chaos-subscriber"
@@ -201,7 +205,7 @@ async def run_chaos(broker: Broker, state_dir: Path, sub: PersistentSubscriber, 
 
 
 @pytest.mark.slow
-def test_every_seq_arrives_through_ten_broker_restarts(tmp_path: Path) -> None:
+def test_every_seq_arrives_through_broker_restarts(tmp_path: Path) -> None:
     seed = random.randrange(1 << 30)
     broker = PersistentBroker(tmp_path)
     broker.start()
