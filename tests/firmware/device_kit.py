@@ -369,6 +369,15 @@ class Device:
         report: dict[str, Any] = message.json()
         return report
 
+    def state_since(self, mark: int, timeout: float = 60) -> dict[str, Any]:
+        """The first firmware report among the messages after the first ``mark`` seen,
+        waited for if none came yet."""
+        for message in self.seen[mark:]:
+            if message.topic.endswith("/firmware/state"):
+                report: dict[str, Any] = message.json()
+                return report
+        return self.state(lambda s: True, timeout)
+
     def next_boot(self, timeout: float = 60) -> str:
         """Waits for a daemon that was not online before to come online; its boot id."""
         booted = {m.json()["boot_id"] for m in self.seen if _online(m)}

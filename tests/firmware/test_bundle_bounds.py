@@ -148,14 +148,15 @@ def test_a_disk_that_fills_while_unpacking_stops_the_copy(
     assert list(disk.iterdir()) == []
 
 
-def test_an_install_step_that_runs_out_of_space_is_no_space(tmp_path: Path) -> None:
+def test_an_install_step_that_runs_out_of_space_is_no_space(tmp_path: Path,
+                                                             venv_python: str) -> None:
     archive = tmp_path / "b.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         info = tarfile.TarInfo("x-2.0-py3-none-any.whl")
         tar.addfile(info, io.BytesIO(b""))
     full = ["/bin/sh", "-c", "echo 'ERROR: Could not install packages due to an OSError: "
             "[Errno 28] No space left on device'; exit 1"]
-    installer = Installer(tmp_path, tmp_path / "gw.yaml", 60, full)
+    installer = Installer(tmp_path, tmp_path / "gw.yaml", 60, full, python=venv_python)
     release = Release("2.0", "https://example.net/b.tar.gz", "0" * 64, 1)
     with pytest.raises(space.NoSpace) as failed:
         asyncio.run(installer.install(release, archive, "b"))
