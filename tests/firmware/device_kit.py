@@ -261,9 +261,6 @@ class Unit:
         os.kill(pid, signal.SIGKILL)
         return pid
 
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
