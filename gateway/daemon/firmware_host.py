@@ -14,7 +14,7 @@ import structlog
 
 from gateway import __version__
 from gateway.config.models import Config
-from gateway.daemon.signals import DEBUG_HOOKS, Signals
+from gateway.daemon.signals import Signals
 from gateway.daemon.tasks import Tasks
 from gateway.daemon.vitals import Vitals
 from gateway.firmware import slots as firmware_slots
@@ -92,9 +92,7 @@ class FirmwareHost:
             self._updater = updater.Updater(
                 config.state_dir, settings, keyring,
                 updater.Running(__version__, self.running_slot, firmware_slots.launched()),
-                self, self._installer, offload=self._offload,
-                hold=os.environ.get(updater.HOLD_ENV) if os.environ.get(DEBUG_HOOKS) == "1"
-                else None)
+                self, self._installer, offload=self._offload)
             self._inbox = Inbox(updater.INBOX_SIZE, updater.MANIFEST_MAX_BYTES)
             self._tasks.start("firmware", _run(self._updater, self._inbox))
         else:

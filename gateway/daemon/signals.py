@@ -13,8 +13,7 @@ import os
 import signal
 from enum import Enum
 
-# Set to 1 by tests only: SIGUSR2 then blocks the event loop, as a wedged daemon would, and
-# EDGE_GATEWAY_FIRMWARE_HOLD=STATE stops a firmware update on entering STATE.
+# Set to 1 by tests only: SIGUSR2 then blocks the event loop, as a wedged daemon would.
 DEBUG_HOOKS = "EDGE_GATEWAY_DEBUG_HOOKS"
 
 

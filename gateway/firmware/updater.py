@@ -62,9 +62,6 @@ log = structlog.get_logger(__name__)
 # A manifest is a few hundred bytes (a URL of up to 2 KiB at most): bigger is refused unread.
 MANIFEST_MAX_BYTES = 8192
 INBOX_SIZE = 16
-# Set (with EDGE_GATEWAY_DEBUG_HOOKS=1) by tests only: the task stops for good on entering
-# this state, so a test can kill the process there.
-HOLD_ENV = "EDGE_GATEWAY_FIRMWARE_HOLD"
 # After a transient failure: a minute, doubling to an hour (the loop's monotonic clock).
 RETRY = Backoff(60.0, 3600.0)
 
@@ -127,6 +124,8 @@ class Updater:
         *,
         offload: Offload = _to_thread,
         clock: Callable[[], float] = time.time,
+        # Tests only: the task stops for good on entering this state, so a test can look at
+        # what a kill there leaves.
         hold: str | None = None,
         backoff: Backoff = RETRY,
     ) -> None:

@@ -1,11 +1,13 @@
 """Fixtures of the firmware tests: release bundles built once per session, an HTTP server
 per module, devices (each with a Mosquitto of its own, so no retained manifest of one test
-reaches the next), and small disks (tmpfs mounts of a given size: the tests run as root)."""
+reaches the next), small disks (tmpfs mounts of a given size: the tests run as root), and
+an interpreter that makes venvs without pip."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,16 @@ def bundles(request: pytest.FixtureRequest,
         UNHEALTHY: {"drivers/sht3x.py": UNHEALTHY_PATCH},
         NO_IMPORT: {"gateway/daemon/__init__.py": NO_IMPORT_PATCH},
     }, deps, tmp_path_factory.mktemp("releases")))
+
+
+@pytest.fixture(scope="session")
+def venv_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An ``Installer.python`` whose ``-m venv`` makes venvs without pip (ensurepip is most
+    of a venv's time), for installers that do not need it."""
+    python = tmp_path_factory.mktemp("venv-python") / "python"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@" --without-pip\n')
+    python.chmod(0o755)
+    return str(python)
 
 
 @pytest.fixture(scope="module")

@@ -261,9 +261,6 @@ class Unit:
         os.kill(pid, signal.SIGKILL)
         return pid
 
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
@@ -368,6 +365,15 @@ class Device:
             lambda m: m.topic.endswith("/firmware/state") and test(m.json()), timeout)
         report: dict[str, Any] = message.json()
         return report
+
+    def state_since(self, mark: int, timeout: float = 60) -> dict[str, Any]:
+        """The first firmware report among the messages after the first ``mark`` seen,
+        waited for if none came yet."""
+        for message in self.seen[mark:]:
+            if message.topic.endswith("/firmware/state"):
+                report: dict[str, Any] = message.json()
+                return report
+        return self.state(lambda s: True, timeout)
 
     def next_boot(self, timeout: float = 60) -> str:
         """Waits for a daemon that was not online before to come online; its boot id."""

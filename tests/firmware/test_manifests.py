@@ -11,10 +11,15 @@ from importlib import metadata
 
 from device_kit import CHANNEL, Device, FileServer, wait_until
 from nacl.signing import SigningKey
-from releases import firmware_payload, sha256
-from signing import envelope, kid, publish
+from releases import firmware_payload, manifest, sha256
+from signing import envelope, kid, public_hex, publish
 
+from gateway.firmware import decisions, state
+from gateway.firmware.download import Limits
+from gateway.firmware.manifest import Known, decide
 from gateway.firmware.rollout import bucket, default_salt
+from gateway.firmware.updater import MANIFEST_MAX_BYTES, Running, Settings
+from gateway.trust.keys import Keyring
 
 BASE = metadata.version("edge-gateway")
 
@@ -74,13 +79,19 @@ def test_refused_manifests_are_reported_and_change_nothing(
     assert download_dir(device) == []
     assert server.requests_for("streamed.tar.gz")[0].status == 200
 
-    # Refused versions are not tried again: the same manifest once more changes nothing.
-    requests = len(server.requests)
-    device.release("94.0.0", streamed, artifact, size=len(artifact) - 1000)
-    time.sleep(2)
-    assert len(server.requests) == requests
     record = device.record()
     assert (record["state"], record["refused"], record["active"]) == ("failed", "94.0.0", None)
+    # Refused versions are not tried again: the same manifest once more (a reconnect, a
+    # restart) is, on the record the device keeps, a release it knows: nothing to do.
+    again = manifest(device.key, CHANNEL, "94.0.0", streamed, artifact,
+                     size=len(artifact) - 1000)
+    on_disk = state.load(device.state_dir)
+    assert on_disk is not None
+    settings = Settings(device.id, "gw", CHANNEL, 8, 2, 0.2, Limits(), 0)
+    verdict = decide(again, Keyring.load([public_hex(device.key)]),
+                     decisions.device(on_disk, settings, Running(BASE, None, launched=True)),
+                     time.time(), MANIFEST_MAX_BYTES)
+    assert isinstance(verdict, Known), verdict
     assert device.heartbeat()["firmware"] == {"version": BASE, "slot": None,
                                               "channel": CHANNEL}
     assert device.unit.exits == []

@@ -7,6 +7,8 @@ import asyncio
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -201,7 +203,8 @@ def test_https_with_the_system_s_trust_store(tmp_path: Path,
 # -- the installer ---------------------------------------------------------------------
 
 
-def test_an_installer_gets_its_placeholders_and_says_why_it_failed(tmp_path: Path) -> None:
+def test_an_installer_gets_its_placeholders_and_says_why_it_failed(tmp_path: Path,
+                                                                   venv_python: str) -> None:
     archive = tar(tmp_path / "b.tar.gz", [("x-2.0-py3-none-any.whl", b"wheel")])
     config = tmp_path / "gw.yaml"
     release = Release("2.0", "https://example.net/b.tar.gz", "0" * 64, 1)
@@ -212,7 +215,8 @@ def test_an_installer_gets_its_placeholders_and_says_why_it_failed(tmp_path: Pat
         package = ('P=$({venv}/bin/python -c "import sysconfig; '
                    'print(sysconfig.get_path(\'purelib\'))")/gateway && mkdir -p $P && '
                    f'touch $P/__init__.py && echo \'{cli}\' >$P/cli.py && ')
-        return Installer(tmp_path, config, 120, ["/bin/sh", "-c", package + script])
+        return Installer(tmp_path, config, 120, ["/bin/sh", "-c", package + script],
+                         python=venv_python)  # the installers here are shell scripts
 
     # A release whose `edge-gateway` records how it was called.
     good = ('cp {bundle}/*.whl {venv}/ && echo {version} >{venv}/version && '
@@ -328,9 +332,6 @@ def test_an_unreadable_record_or_none_runs_the_base_install(tmp_path: Path) -> N
 def test_a_firmware_restart_execs_the_launcher_as_it_was_started() -> None:
     """``relaunch`` replaces the process (same PID) with the command ``child_env`` recorded;
     without one it returns, and the daemon exits 75 for the unit."""
-    import subprocess
-    import sys
-
     env = launcher.child_env({"PATH": "/usr/bin:/bin"}, "a")
     assert env[slots.SLOT_ENV] == "a"
     assert json.loads(env[launcher.LAUNCH_ENV])[0] == sys.executable
@@ -439,9 +440,6 @@ def test_the_manifest_rules_in_their_order() -> None:
 def test_a_slot_is_cleared_of_install_steps_a_killed_daemon_left_running(tmp_path: Path) -> None:
     """Outside systemd a SIGKILLed daemon's install step (in a session of its own) lives on;
     the next install into that slot must not race it."""
-    import subprocess
-    import sys
-
     from gateway.firmware.install import _clear
 
     root = tmp_path / "slots" / "a"
@@ -450,9 +448,14 @@ def test_a_slot_is_cleared_of_install_steps_a_killed_daemon_left_running(tmp_pat
                               str(root / "venv")], start_new_session=True)
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
                                   str(tmp_path / "slots" / "b")])
+    # Its daemon is gone: whoever adopted it reaps it as soon as it dies (here, a thread of
+    # the test, which started it), so no zombie keeps its /proc entry for _clear to wait on.
+    reaper = threading.Thread(target=stray.wait)
+    reaper.start()
     try:
         _clear(root)
-        assert stray.wait(5) == -9
+        reaper.join(5)
+        assert stray.returncode == -9
         assert not root.exists()
         assert bystander.poll() is None
     finally:

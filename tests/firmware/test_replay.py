@@ -9,7 +9,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,7 @@ from nacl.signing import SigningKey
 from packaging.version import Version
 from releases import sha256
 from signing import envelope, public_hex
+from task_kit import Host, Message, until
 
 from gateway.firmware import manifest, state, updater
 from gateway.firmware.download import Limits
@@ -92,24 +93,6 @@ def test_a_halt_holds_until_a_newer_manifest_lifts_it() -> None:
 
 
 @dataclass
-class Host:
-    reports: list[dict[str, Any]] = field(default_factory=list)
-    restarts: int = 0
-
-    def report(self, topic: str, payload: bytes) -> None:
-        self.reports.append(json.loads(payload))
-
-    def health(self, excused: frozenset[str]) -> str | None:
-        return None
-
-    def unwell(self) -> frozenset[str]:
-        return frozenset()
-
-    def restart(self) -> None:
-        self.restarts += 1
-
-
-@dataclass
 class Installer:
     """Fails with each of ``failures`` in turn, then installs (nothing)."""
 
@@ -123,12 +106,6 @@ class Installer:
 
     async def discard(self, slot: str) -> None:
         pass
-
-
-@dataclass(frozen=True)
-class Message:
-    topic: str
-    payload: bytes | None
 
 
 @dataclass
@@ -170,17 +147,6 @@ async def running(device: Device) -> AsyncIterator[Device]:
     finally:
         task.cancel()
         await asyncio.wait([task])
-
-
-async def until(condition: Callable[[], Any], what: str, within: float = 20) -> Any:
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                if result := condition():
-                    return result
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"not within {within} s: {what}") from None
 
 
 def working() -> bool:

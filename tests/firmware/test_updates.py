@@ -1,12 +1,14 @@
 """Releases through a running device: the real daemon started by ``edge-gateway launch``
 under the unit's stand-in, a real Mosquitto, bundles of this very source served over HTTP
-and installed by pip into the slots. A good one commits and runs; a bad one comes back by
-itself, whether it fails its health check or cannot even import."""
+and installed by pip into the slots. A good one commits and runs, and runs again from its
+slot after a ``kill -9``; a bad one comes back by itself, whether it fails its health check
+or cannot even import. A kill at each step of an update is test_kill.py's, in process."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 
 from device_kit import GOOD, NO_IMPORT, UNHEALTHY, Bundles, Device, FileServer
 
@@ -42,17 +44,30 @@ def test_a_good_release_is_installed_committed_and_run(
     assert [e["exit_code"] for e in device.events("daemon.stopped")] == [75]
     assert not list((device.state_dir / "firmware" / "download").iterdir())
 
+    # Killed once committed: the unit's next start runs the release from its slot, with no
+    # trial to count, and says so again.
+    mark = len(device.seen)
+    killed = device.unit.kill()
+    device.next_boot()
+    assert device.state_since(mark)["state"] == "committed"
+    assert device.heartbeat()["firmware"] == {"version": GOOD, "slot": "a", "channel": "stable"}
+    assert (device.unit.exits, device.current(), device.record()["state"]) == (
+        [-9], "a", "committed")
+    assert not Path(f"/proc/{killed}").exists()
+    assert device.log().count("trial start ") == 1
+
 
 def test_a_release_that_fails_its_health_check_rolls_back(
         make_device: Callable[..., Device], server: FileServer, bundles: Bundles) -> None:
     data = bundles.paths[UNHEALTHY]
     url = server.add("unhealthy.tar.gz", data)
-    device = make_device()
+    # Time enough for the uplink to connect: then only the sensor is to blame.
+    device = make_device(firmware={"health_timeout_s": 4})
     device.start()
     device.release(UNHEALTHY, url, data)
     report = device.state("rolled_back", timeout=240)
     assert report["version"] == UNHEALTHY
-    assert report["reason"].startswith("not healthy within 8 s: sensor room"), report
+    assert report["reason"].startswith("not healthy within 4 s: sensor room"), report
     assert device.states_seen()[-5:] == [*STEPS, "rolled_back"]
 
     beat = device.heartbeat(lambda h: h["firmware"]["version"] == BASE)
