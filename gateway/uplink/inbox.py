@@ -4,15 +4,19 @@ gmqtt calls us back on the event loop for every inbound PUBLISH; nothing is hand
 callback but a size check and a put here. Anyone who can publish on the broker can fill
 these topics, so the box holds at most ``capacity`` messages and keeps no payload above
 ``max_bytes`` (the consumer learns only its size, to report it): a flood costs a counter,
-not memory, and the newest messages are the ones dropped. Both bounds follow the config
-(``limit``); what the box holds when they shrink stays, and its consumer judges it by the new
-bounds.
+not memory, and the newest messages are the ones dropped. What we subscribe to is retained
+on the broker (a config update, a firmware manifest): a message dropped in a burst is asked
+for again once the consumer has caught up, by subscribing its topic anew (``resync``, set by
+the routes), which makes the broker send the retained message again; so a flood delays an
+update, and cannot make the device miss it. Both bounds follow the config (``limit``); what
+the box holds when they shrink stays, and its consumer judges it by the new bounds.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -36,6 +40,9 @@ class Inbox:
         self._max_bytes = max_bytes
         self._ready = asyncio.Event()
         self.dropped = 0
+        # The topics of messages dropped since the last resync.
+        self._lost: set[str] = set()
+        self.resync: Callable[[set[str]], None] | None = None
 
     def limit(self, capacity: int, max_bytes: int) -> None:
         """New bounds, for the messages offered from now on."""
@@ -46,14 +53,19 @@ class Inbox:
         """From the MQTT callback: never blocks, never raises."""
         if len(self._items) >= self._capacity:
             self.dropped += 1
+            self._lost.add(topic)
             return
         kept = payload if len(payload) <= self._max_bytes else None
         self._items.append(Inbound(topic, kept, len(payload)))
         self._ready.set()
 
     async def get(self) -> Inbound:
-        """The oldest message, waiting for one if there is none."""
+        """The oldest message, waiting for one if there is none; once the box has drained
+        after dropping some, their topics are handed to ``resync``."""
         while not self._items:
+            if self._lost and self.resync is not None:
+                lost, self._lost = self._lost, set()
+                self.resync(lost)
             self._ready.clear()
             await self._ready.wait()
         return self._items.popleft()

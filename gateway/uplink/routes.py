@@ -4,7 +4,9 @@ A route outlives connections: a clean session forgets subscriptions, so every ro
 subscribed again after each CONNACK, and one made or removed while connected is subscribed
 or unsubscribed at once. Delivery is the only work done in gmqtt's callback, and it is an
 ``Inbox.offer`` that neither blocks nor raises; the inbox, not the broker, decides what to
-keep, so every message is acknowledged as received.
+keep, so every message is acknowledged as received. A topic whose messages an inbox dropped
+in a burst is subscribed again once that inbox has drained: the broker then sends its
+retained message again (``Inbox``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Routes:
         """Deliver what arrives on ``topic`` (exact, no wildcards) into ``inbox``; returns
         a handle that removes this route (and no later one on the same topic)."""
         self._inboxes[topic] = inbox
+        inbox.resync = self._resubscribe
         client = self._connection()
         if client is not None:
             client.subscribe(Subscription(topic, qos=1))
@@ -43,6 +46,13 @@ class Routes:
         client = self._connection()
         if self._inboxes.pop(topic, None) is not None and client is not None:
             client.unsubscribe(topic)
+
+    def _resubscribe(self, topics: set[str]) -> None:
+        """Subscribe ``topics`` again (those still routed), for their retained messages."""
+        client = self._connection()
+        routed = sorted(topic for topic in topics if topic in self._inboxes)
+        if client is not None and routed:
+            client.subscribe([Subscription(topic, qos=1) for topic in routed])
 
     def subscribe(self, client: SupervisedClient) -> None:
         """Subscribe every route on a new connection."""

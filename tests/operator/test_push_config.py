@@ -381,7 +381,8 @@ def test_under_a_flood_of_junk_each_push_gets_the_devices_own_answer(
         results = []
         for version in (1, 2, 3):
             update = fragment(tmp_path, f"heartbeat:\n  interval_s: {10 + version}\n")
-            results.append(push(mqtt, keys, update, "--device", device.id, version=version))
+            results.append(push(mqtt, keys, update, "--device", device.id, version=version,
+                                timeout=60))
     finally:
         done.set()
         flooding.join()

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from conftest import Device
-from helpers import retained, write_config
+from helpers import Received, retained, write_config
 from signing import config_payload, envelope, public_hex, publish
 
 
@@ -58,9 +58,20 @@ def test_an_applied_envelope_that_expired_reports_nothing_at_restarts(device: De
         reported = len(device.states)
         device.start()
         # Junk after the retained envelope: once it is counted, the envelope was judged.
-        publish(device.broker.port, device.device_topic, b"junk %d" % restart, retain=False)
-        device.wait_for(lambda m: m.topic.endswith("/heartbeat")
-                        and m.json()["config_rejected"] == {"not json": 1})
+        # Published again at each heartbeat until counted: one sent before the device
+        # subscribed never reaches it.
+        junk = b"junk %d" % restart
+
+        def judged(message: Received, junk: bytes = junk) -> bool:
+            if not message.topic.endswith("/heartbeat"):
+                return False
+            if message.json()["config_rejected"].get("not json"):
+                return True
+            publish(device.broker.port, device.device_topic, junk, retain=False)
+            return False
+
+        publish(device.broker.port, device.device_topic, junk, retain=False)
+        device.wait_for(judged)
         assert device.states[reported:] == []
         assert device.heartbeat()["config_version"] == {"device": 1}
     state = retained(device.broker.port, f"gw/{device.id}/config/state").json()

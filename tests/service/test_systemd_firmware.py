@@ -59,6 +59,19 @@ from test_systemd import (
 
 pytestmark = pytest.mark.systemd
 
+
+def _sandboxed_python() -> str:
+    """The interpreter running these tests, as the sandbox sees it: the sandbox's / is this
+    machine's through an overlay, but with an empty /tmp, and the clone bound at ``SRC``;
+    so a venv inside the clone (``.ci/setup`` makes ``.venv`` there) is named under ``SRC``.
+    Its packages come from the venv, the gateway from ``SRC`` (an editable install's link
+    points at the clone's host path)."""
+    try:
+        inside = Path(sys.prefix).resolve().relative_to(REPO)
+    except ValueError:
+        return sys.executable
+    return f"{SRC}/{inside}/bin/python"
+
 GOOD = "90.0.0"
 NO_IMPORT = "90.2.0"
 MANUAL = "91.0.0"
@@ -204,10 +217,9 @@ def test_the_installed_unit_starts_through_the_launcher(box: Box) -> None:
     box.sandbox.start_broker()
     # The good bundle's first answer: its first bytes in about two seconds, then the
     # connection held open with nothing more (a hung server), far less than the stall
-    # timeout (30 s). Ranged answers are whole and at once. The interpreter running these
-    # tests: the sandbox's / is this machine's, seen through an overlay.
+    # timeout (30 s). Ranged answers are whole and at once.
     box.sh(f"systemd-run --quiet --collect --unit=test-http "
-           f"--setenv=PYTHONPATH={SRC}/tests:{SRC}/tests/firmware {sys.executable} "
+           f"--setenv=PYTHONPATH={SRC}:{SRC}/tests:{SRC}/tests/firmware {_sandboxed_python()} "
            f"{SRC}/tests/service/bundle_server.py {WORK}/releases {HTTP_PORT} "
            f"--slow {box.good} --rate {box.hang_at / 2:.0f} --stall-at {box.hang_at}")
     until(lambda: served(box), "the release server listening")
