@@ -22,10 +22,10 @@ from gmqtt.mqtt.constants import MQTTv50
 
 from gateway.config.operator import BrokerAccess
 from gateway.uplink import tls
-from gateway.uplink.mqtt_client import AckTracker, SupervisedClient
+from gateway.uplink.connect import close
+from gateway.uplink.mqtt_client import AckTracker, SupervisedClient, unless_lost
 
 ACK_TIMEOUT_S = 10.0  # for CONNACK, SUBACK and PUBACK alike
-DISCONNECT_TIMEOUT_S = 2.0
 KEEPALIVE_S = 30
 # What arrives while the command is busy elsewhere; beyond it the newest are dropped (a
 # command reads its topics as fast as they come, so only a flood on them gets here).
@@ -111,15 +111,8 @@ class Session:
         """CONNECT and wait for CONNACK: True once answered, False as soon as the broker
         closes the connection instead (rather than at the timeout)."""
         url = self._url
-        connecting = asyncio.ensure_future(self._client.connect(
-            url.host, url.port, ssl=tls, keepalive=KEEPALIVE_S, version=MQTTv50))
-        watching = asyncio.ensure_future(self._lost.wait())
-        try:
-            await asyncio.wait({connecting, watching}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (connecting, watching):
-                task.cancel()
-            await asyncio.wait({connecting, watching})
+        connecting = await unless_lost(self._client.connect(
+            url.host, url.port, ssl=tls, keepalive=KEEPALIVE_S, version=MQTTv50), self._lost)
         if connecting.cancelled():
             return False
         connecting.result()  # connected, or why not
@@ -129,15 +122,7 @@ class Session:
         await self._close()
 
     async def _close(self) -> None:
-        client = self._client
-        if not (client.has_connection and client.is_connected):
-            client.abort()
-            return
-        try:
-            async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
-                await client.disconnect()
-        except (OSError, TimeoutError):
-            client.abort()
+        await close(self._client)
 
     def _on_message(self, client: SupervisedClient, topic: str, payload: bytes, qos: int,
                     properties: dict[str, object]) -> int:

@@ -23,7 +23,7 @@ from gmqtt import Message as MqttMessage
 
 from gateway.config.models import BrokerUrl, MqttConfig
 from gateway.uplink import status
-from gateway.uplink.mqtt_client import VERSIONS, AckTracker, SupervisedClient
+from gateway.uplink.mqtt_client import VERSIONS, AckTracker, SupervisedClient, unless_lost
 from gateway.uplink.protocol import ClosedBeforeConnack, ProtocolRefused
 from gateway.uplink.tls import Credentials
 
@@ -115,16 +115,9 @@ async def _connect(
 ) -> None:
     """CONNECT and wait for CONNACK; a connection lost before that fails at once, saying why."""
     version = VERSIONS[protocol]
-    connecting = asyncio.ensure_future(
-        client.connect(broker.host, broker.port, ssl=tls, keepalive=keepalive, version=version)
-    )
-    watching = asyncio.ensure_future(lost.wait())
-    try:
-        await asyncio.wait({connecting, watching}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (connecting, watching):
-            task.cancel()
-        await asyncio.wait({connecting, watching})
+    connecting = await unless_lost(
+        client.connect(broker.host, broker.port, ssl=tls, keepalive=keepalive, version=version),
+        lost)
     failure = None if connecting.cancelled() else connecting.exception()
     if client.version_refused:
         raise ProtocolRefused(f"refused (CONNACK {client.connack_code:#04x})") from failure

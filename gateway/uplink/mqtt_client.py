@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from gmqtt import Client
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
@@ -121,3 +121,21 @@ class SupervisedClient(Client):  # type: ignore[misc]
     def has_connection(self) -> bool:
         """Whether a transport is open and not closing."""
         return self._connection is not None and not self._connection.is_closing()
+
+
+T = TypeVar("T")
+
+
+async def unless_lost(work: Coroutine[Any, Any, T], lost: asyncio.Event) -> asyncio.Future[T]:
+    """Runs ``work`` (a CONNECT waiting for its CONNACK) until it ends or ``lost`` is set,
+    whichever comes first: a broker that hangs up is known at once, not at a timeout. The
+    future, done or cancelled, to read the outcome of; nothing is left running."""
+    running = asyncio.ensure_future(work)
+    watching = asyncio.ensure_future(lost.wait())
+    try:
+        await asyncio.wait({running, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (running, watching):
+            task.cancel()
+        await asyncio.wait({running, watching})
+    return running
